@@ -1,0 +1,50 @@
+//! The `users` table's shapes.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use keel_schema::users;
+use serde::{Deserialize, Serialize};
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, Serialize)]
+#[diesel(table_name = users)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct User {
+    pub id: i32,
+    pub email: String,
+    pub full_name: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub is_active: bool,
+    pub created_at: NaiveDateTime,
+}
+
+/// A user to insert; `id` and `created_at` come from the database.
+///
+/// `treat_none_as_default_value = false` writes `None` as `NULL`, which lets a
+/// batch of these go out as one multi-row `INSERT` on SQLite too (with the
+/// default, diesel falls back to one statement per row there).
+#[derive(Debug, Clone, PartialEq, Eq, Insertable, Deserialize)]
+#[diesel(table_name = users)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct NewUser {
+    pub email: String,
+    pub full_name: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub is_active: bool,
+}
+
+/// Changes to a user: `None` leaves a column unchanged; for the nullable
+/// columns, `Some(None)` sets `NULL`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, AsChangeset)]
+#[diesel(table_name = users)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct UserChangeset {
+    pub email: Option<String>,
+    pub full_name: Option<String>,
+    pub first_name: Option<Option<String>>,
+    pub last_name: Option<Option<String>>,
+    pub is_active: Option<bool>,
+}

@@ -1,0 +1,2 @@
+-- Dropping the table drops its indexes.
+DROP TABLE users;
