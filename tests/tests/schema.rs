@@ -1,0 +1,207 @@
+//! The migrations build the schema of `WORKLOAD.md` on both backends, undo it
+//! exactly, and the database itself enforces what the schema promises.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error};
+use keel_migrations::{MigrationState, Migrator};
+use keel_models::{NewComment, NewPost, NewUser, Post, User};
+use keel_schema::{comments, posts, users};
+use keel_tests::{ForeignKey, Index, TestDatabase, backend_tests};
+
+const TABLES: [&str; 3] = ["comments", "posts", "users"];
+
+fn new_user(n: u32) -> NewUser {
+    NewUser {
+        email: format!("user{n}@example.com"),
+        full_name: format!("First{n} Last{n}"),
+        first_name: Some(format!("First{n}")),
+        last_name: Some(format!("Last{n}")),
+        is_active: true,
+    }
+}
+
+fn index(table: &str, name: &str, columns: &[&str], unique: bool) -> Index {
+    Index {
+        table: table.into(),
+        name: name.into(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        unique,
+    }
+}
+
+fn database_error_kind<T: std::fmt::Debug>(result: QueryResult<T>) -> DatabaseErrorKind {
+    match result {
+        Err(Error::DatabaseError(kind, _)) => kind,
+        other => panic!("expected a database error, got {other:?}"),
+    }
+}
+
+backend_tests! {
+    fn migrations_apply_to_an_empty_database(db) {
+        let mut conn = db.connect();
+        assert!(db.tables(&mut conn).is_empty());
+
+        let applied = db.migrate();
+        assert_eq!(applied.len(), 3, "{applied:?}");
+        assert!(applied[0].ends_with("_create_users"), "{applied:?}");
+        assert_eq!(db.tables(&mut conn), TABLES);
+
+        let mut migrator = Migrator::connect(&db.database_url()).expect("connect");
+        assert!(migrator.run_pending().expect("second run").is_empty());
+        let status = migrator.status().expect("status");
+        assert_eq!(status.len(), 3);
+        assert!(status.iter().all(|m| m.state == MigrationState::Applied));
+    }
+
+    fn migrations_go_down_to_nothing_and_up_again(db) {
+        let mut conn = db.migrated_connection();
+        let mut migrator = Migrator::connect(&db.database_url()).expect("connect");
+
+        let reverted = migrator.revert(99).expect("revert all");
+        assert_eq!(reverted.len(), 3);
+        assert!(reverted[0].ends_with("_create_comments"), "newest first: {reverted:?}");
+        assert!(db.tables(&mut conn).is_empty(), "down.sql leaves tables behind");
+        assert!(db.indexes(&mut conn).is_empty(), "down.sql leaves indexes behind");
+        assert!(migrator.status().expect("status").iter().all(|m| m.state == MigrationState::Pending));
+
+        assert_eq!(migrator.run_pending().expect("up again").len(), 3);
+        assert_eq!(db.tables(&mut conn), TABLES);
+        assert_eq!(migrator.redo().expect("redo").as_deref().map(|n| n.ends_with("_create_comments")), Some(true));
+        assert_eq!(db.tables(&mut conn), TABLES);
+    }
+
+    fn every_declared_index_exists(db) {
+        let mut conn = db.migrated_connection();
+        let indexes = db.indexes(&mut conn);
+        for expected in [
+            index("users", "ix_users_email", &["email"], true),
+            index("users", "ix_users_last_name", &["last_name"], false),
+            index("users", "idx_users_full_name", &["last_name", "first_name"], false),
+            index("posts", "ix_posts_author_id", &["author_id"], false),
+            index("comments", "ix_comments_post_id", &["post_id"], false),
+            index("comments", "ix_comments_author_id", &["author_id"], false),
+        ] {
+            assert!(indexes.contains(&expected), "missing {expected:?} in {indexes:#?}");
+        }
+    }
+
+    fn every_foreign_key_is_indexed_and_cascades(db) {
+        let mut conn = db.migrated_connection();
+        let keys = db.foreign_keys(&mut conn);
+        let fk = |table: &str, column: &str, references: &str| ForeignKey {
+            table: table.into(),
+            column: column.into(),
+            references: references.into(),
+            on_delete: "CASCADE".into(),
+        };
+        assert_eq!(
+            keys,
+            [
+                fk("comments", "author_id", "users"),
+                fk("comments", "post_id", "posts"),
+                fk("posts", "author_id", "users"),
+            ]
+        );
+        let indexes = db.indexes(&mut conn);
+        for key in &keys {
+            assert!(
+                indexes.iter().any(|i| i.table == key.table && i.columns.first() == Some(&key.column)),
+                "no index leads with {}.{}",
+                key.table,
+                key.column
+            );
+        }
+    }
+
+    fn rows_round_trip_through_the_models_with_server_defaults(db) {
+        let mut conn = db.migrated_connection();
+        let user: User = diesel::insert_into(users::table)
+            .values(&new_user(1))
+            .returning(User::as_returning())
+            .get_result(&mut conn)
+            .expect("insert a user");
+        assert_eq!(user.email, "user1@example.com");
+        assert_eq!(user.first_name.as_deref(), Some("First1"));
+        let age = chrono::Utc::now().naive_utc() - user.created_at;
+        assert!(age.num_hours().abs() < 24, "created_at defaulted to {}", user.created_at);
+
+        diesel::sql_query("INSERT INTO users (email, full_name) VALUES ('x@example.com', 'X')")
+            .execute(&mut conn)
+            .expect("insert with defaults");
+        let defaulted: User = users::table
+            .filter(users::email.eq("x@example.com"))
+            .select(User::as_select())
+            .first(&mut conn)
+            .expect("read back");
+        assert!(defaulted.is_active, "is_active defaults to true");
+        assert_eq!(defaulted.first_name, None);
+    }
+
+    fn duplicate_email_is_rejected(db) {
+        let mut conn = db.migrated_connection();
+        diesel::insert_into(users::table).values(&new_user(1)).execute(&mut conn).expect("first");
+        let mut same_email = new_user(2);
+        same_email.email = "user1@example.com".into();
+        let result = diesel::insert_into(users::table).values(&same_email).execute(&mut conn);
+        assert_eq!(database_error_kind(result), DatabaseErrorKind::UniqueViolation);
+        assert_eq!(users::table.count().get_result::<i64>(&mut conn), Ok(1));
+    }
+
+    fn post_for_a_missing_user_is_rejected(db) {
+        let mut conn = db.migrated_connection();
+        let result = diesel::insert_into(posts::table)
+            .values(&NewPost { title: "t".into(), content: "c".into(), author_id: 999 })
+            .execute(&mut conn);
+        assert_eq!(database_error_kind(result), DatabaseErrorKind::ForeignKeyViolation);
+        assert_eq!(posts::table.count().get_result::<i64>(&mut conn), Ok(0));
+    }
+
+    fn missing_required_column_is_rejected(db) {
+        let mut conn = db.migrated_connection();
+        let result = diesel::sql_query("INSERT INTO users (email, full_name) VALUES (NULL, 'x')")
+            .execute(&mut conn);
+        assert_eq!(database_error_kind(result), DatabaseErrorKind::NotNullViolation);
+        let result = diesel::sql_query("INSERT INTO users (email, full_name) VALUES ('a@b.c', NULL)")
+            .execute(&mut conn);
+        assert_eq!(database_error_kind(result), DatabaseErrorKind::NotNullViolation);
+    }
+
+    fn deleting_a_user_deletes_their_posts_and_all_comments_on_them(db) {
+        let mut conn = db.migrated_connection();
+        let ids: Vec<i32> = diesel::insert_into(users::table)
+            .values(&vec![new_user(1), new_user(2)])
+            .returning(users::id)
+            .get_results(&mut conn)
+            .expect("insert users");
+        let (alice, bob) = (ids[0], ids[1]);
+        let post_ids: Vec<i32> = diesel::insert_into(posts::table)
+            .values(&vec![
+                NewPost { title: "a1".into(), content: "x".into(), author_id: alice },
+                NewPost { title: "a2".into(), content: "x".into(), author_id: alice },
+                NewPost { title: "b1".into(), content: "x".into(), author_id: bob },
+            ])
+            .returning(posts::id)
+            .get_results(&mut conn)
+            .expect("insert posts");
+        diesel::insert_into(comments::table)
+            .values(&vec![
+                // Bob's comments on Alice's posts go with her posts.
+                NewComment { body: "bob on a1".into(), post_id: post_ids[0], author_id: bob },
+                NewComment { body: "bob on a2".into(), post_id: post_ids[1], author_id: bob },
+                // Alice's comment on Bob's post goes with her.
+                NewComment { body: "alice on b1".into(), post_id: post_ids[2], author_id: alice },
+                NewComment { body: "bob on b1".into(), post_id: post_ids[2], author_id: bob },
+            ])
+            .execute(&mut conn)
+            .expect("insert comments");
+
+        let deleted = diesel::delete(users::table.find(alice)).execute(&mut conn).expect("delete");
+        assert_eq!(deleted, 1);
+
+        let posts_left: Vec<Post> = posts::table.select(Post::as_select()).load(&mut conn).expect("posts");
+        assert_eq!(posts_left.iter().map(|p| p.title.as_str()).collect::<Vec<_>>(), ["b1"]);
+        let bodies: Vec<String> = comments::table.select(comments::body).load(&mut conn).expect("comments");
+        assert_eq!(bodies, ["bob on b1"]);
+        assert_eq!(users::table.select(users::id).load::<i32>(&mut conn), Ok(vec![bob]));
+    }
+}
