@@ -45,6 +45,7 @@ const SCRATCH_PREFIX: &str = "keel_schema_check";
 const SCHEMA_RS: &str = "crates/schema/src/schema.rs";
 const PG_MIGRATIONS: &str = "migrations/postgres";
 const SQLITE_MIGRATIONS: &str = "migrations/sqlite";
+const SQLITE_SCHEMA_RS: &str = "target/schema.sqlite.rs";
 const PG_CONFIG: &str = "diesel.toml";
 const SQLITE_CONFIG: &str = "diesel.sqlite.toml";
 
@@ -108,7 +109,8 @@ fn schema_check() -> Result<bool> {
             "PostgreSQL: {SCHEMA_RS} differs from `diesel print-schema` for a fresh database \
              migrated with {PG_MIGRATIONS}:"
         );
-        for line in render_diff(&checked_in, &pg_generated) {
+        let labels = (format!("{SCHEMA_RS} (checked in)"), generated_label());
+        for line in render_diff(&checked_in, &pg_generated, &labels) {
             eprintln!("  {line}");
         }
     }
@@ -119,6 +121,10 @@ fn schema_check() -> Result<bool> {
     let sqlite_schema = parse_schema(&sqlite_generated)
         .map_err(|e| format!("cannot parse SQLite print-schema output: {e}"))?;
     let differences = compare_schemas(&pg_schema, &sqlite_schema);
+    // Keep SQLite's output for inspection where diesel.sqlite.toml puts it
+    // (under target/, so never part of the repository).
+    let sqlite_saved = fs::create_dir_all(root.join("target")).is_ok()
+        && fs::write(root.join(SQLITE_SCHEMA_RS), &sqlite_generated).is_ok();
     let sqlite_ok = differences.is_empty();
     if sqlite_ok {
         println!(
@@ -134,12 +140,8 @@ fn schema_check() -> Result<bool> {
         for difference in &differences {
             eprintln!("  {difference}");
         }
-        // Keep SQLite's output for inspection, where diesel.sqlite.toml puts it.
-        let dump = root.join("target").join("schema.sqlite.rs");
-        if fs::create_dir_all(root.join("target")).is_ok()
-            && fs::write(&dump, &sqlite_generated).is_ok()
-        {
-            eprintln!("  (SQLite print-schema output saved to target/schema.sqlite.rs)");
+        if sqlite_saved {
+            eprintln!("  (SQLite print-schema output: {SQLITE_SCHEMA_RS})");
         }
     }
 
@@ -203,7 +205,11 @@ fn schema_update() -> Result<()> {
     );
     if let Some(previous) = previous {
         println!("changes:");
-        for line in render_diff(&previous, &generated) {
+        let labels = (
+            format!("{SCHEMA_RS} (before)"),
+            format!("{SCHEMA_RS} (now)"),
+        );
+        for line in render_diff(&previous, &generated, &labels) {
             println!("  {line}");
         }
     }
@@ -230,6 +236,8 @@ fn workspace_root() -> Result<PathBuf> {
 
 struct Diesel {
     root: PathBuf,
+    /// The password in KEEL_PG_URL, hidden in every message.
+    password: Option<String>,
 }
 
 impl Diesel {
@@ -238,6 +246,7 @@ impl Diesel {
         match Command::new("diesel").arg("--version").output() {
             Ok(output) if output.status.success() => Ok(Self {
                 root: root.to_path_buf(),
+                password: url_password(&pg_server_url()).map(str::to_owned),
             }),
             Ok(output) => Err(format!(
                 "`diesel --version` failed ({}): {}",
@@ -255,12 +264,20 @@ impl Diesel {
     /// its stdout. Environment overrides that would bypass our explicit
     /// arguments (config file, migration dir, database URL) are removed.
     fn run(&self, args: &[&str]) -> Result<String> {
-        let output = Command::new("diesel")
+        let mut command = Command::new("diesel");
+        command
             .args(args)
             .current_dir(&self.root)
             .env_remove("DATABASE_URL")
             .env_remove("DIESEL_CONFIG_FILE")
             .env_remove("MIGRATION_DIRECTORY")
+            .env("NO_COLOR", "1");
+        if env::var_os("DIESEL_LOG").is_none() {
+            // diesel logs a failing migration's whole SQL at ERROR level; its
+            // "Failed to run migrations: ..." message already names the error.
+            command.env("DIESEL_LOG", "off");
+        }
+        let output = command
             .output()
             .map_err(|e| format!("cannot run `diesel`: {e}"))?;
         let stdout = String::from_utf8(output.stdout)
@@ -269,29 +286,36 @@ impl Diesel {
             Ok(stdout)
         } else {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let mut message = format!(
-                "`diesel {}` failed ({})",
-                redact_args(args).join(" "),
-                output.status
-            );
+            let mut message = format!("`diesel {}` failed ({})", args.join(" "), output.status);
             for line in stdout.lines().chain(stderr.lines()) {
                 let _ = write!(message, "\n    {line}");
             }
-            Err(message)
+            Err(self.redact(&message))
         }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        redact_password(text, self.password.as_deref())
     }
 }
 
 /// Applies migrations/postgres to a scratch database and returns
 /// `diesel print-schema` for it, run with the repository's diesel.toml.
 fn generate_pg_schema(root: &Path, diesel: &Diesel) -> Result<String> {
-    let server = env::var("KEEL_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
     let name = unique_name();
-    let url = pg_database_url(&server, &name)?;
+    let url = pg_database_url(&pg_server_url(), &name)?;
     let config = TempFile::create(
         env::temp_dir().join(format!("{name}.postgres.toml")),
         &migrations_only_config(&root.join(PG_MIGRATIONS))?,
     )?;
+    // Pre-flight: dropping a database that does not exist yet only connects to
+    // the server (its `postgres` database), so an unreachable server fails
+    // here, before there is a scratch database to clean up.
+    diesel
+        .run(&["database", "drop", "--database-url", &url])
+        .map_err(|e| {
+            format!("cannot reach PostgreSQL (set KEEL_PG_URL, default {DEFAULT_PG_URL}): {e}")
+        })?;
     let mut scratch = ScratchPgDatabase {
         diesel,
         name: name.clone(),
@@ -314,10 +338,7 @@ fn generate_pg_schema(root: &Path, diesel: &Diesel) -> Result<String> {
             &url,
         ])
         .map_err(|e| {
-            format!(
-                "could not create scratch database {name} and apply {PG_MIGRATIONS} \
-                 (is PostgreSQL running? set KEEL_PG_URL, default {DEFAULT_PG_URL}): {e}"
-            )
+            format!("could not create scratch database {name} and apply {PG_MIGRATIONS}: {e}")
         })?;
     let schema = diesel.run(&[
         "--config-file",
@@ -401,6 +422,10 @@ fn path_str(path: &Path) -> Result<&str> {
         .ok_or_else(|| format!("path is not valid UTF-8: {}", path.display()))
 }
 
+fn pg_server_url() -> String {
+    env::var("KEEL_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
 fn unique_name() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -419,7 +444,7 @@ fn pg_database_url(server: &str, database: &str) -> Result<String> {
     if scheme != "postgres" && scheme != "postgresql" {
         return Err(format!(
             "KEEL_PG_URL must be a postgres:// URL, got `{}`",
-            redact_url(server)
+            redact_password(server, url_password(server))
         ));
     }
     let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
@@ -441,24 +466,21 @@ fn pg_database_url(server: &str, database: &str) -> Result<String> {
     Ok(url)
 }
 
-/// Hides the password of a URL (`user:secret@host` becomes `user:***@host`).
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
+/// The password in `scheme://user:password@host/...`, if there is one.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+    let (userinfo, _) = rest[..authority_end].rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    Some(password).filter(|password| !password.is_empty())
 }
 
-fn redact_args(args: &[&str]) -> Vec<String> {
-    args.iter().map(|arg| redact_url(arg)).collect()
+/// Replaces `:password@` with `:***@` everywhere in `text`.
+fn redact_password(text: &str, password: Option<&str>) -> String {
+    match password {
+        Some(password) => text.replace(&format!(":{password}@"), ":***@"),
+        None => text.to_owned(),
+    }
 }
 
 /// A scratch PostgreSQL database, dropped with `diesel database drop` (a
@@ -927,14 +949,15 @@ fn diff_lines<'a>(old: &'a str, new: &'a str) -> Vec<DiffLine<'a>> {
     out
 }
 
-/// Printable diff: `- 17 | text` for checked-in lines, `+ 17 | text` for
-/// generated ones, capped at MAX_DIFF_LINES.
-fn render_diff(checked_in: &str, generated: &str) -> Vec<String> {
-    let diff = diff_lines(checked_in, generated);
-    let mut out = vec![
-        format!("--- {SCHEMA_RS} (checked in)"),
-        format!("+++ diesel print-schema ({PG_MIGRATIONS} applied to a fresh database)"),
-    ];
+fn generated_label() -> String {
+    format!("diesel print-schema ({PG_MIGRATIONS} applied to a fresh database)")
+}
+
+/// Printable diff: `- 17 | text` for lines only in `old`, `+ 17 | text` for
+/// lines only in `new` (numbered in their own file), capped at MAX_DIFF_LINES.
+fn render_diff(old: &str, new: &str, (old_label, new_label): &(String, String)) -> Vec<String> {
+    let diff = diff_lines(old, new);
+    let mut out = vec![format!("--- {old_label}"), format!("+++ {new_label}")];
     if diff.is_empty() {
         out.push(
             "(the lines are equal; the files differ in line endings or the final newline)"
@@ -1225,11 +1248,17 @@ diesel::allow_tables_to_appear_in_same_query!(posts, users,);
     #[test]
     fn redacts_passwords() {
         assert_eq!(
-            redact_url("postgres://u:secret@db:5432/x"),
-            "postgres://u:***@db:5432/x"
+            url_password("postgres://u:secret@db:5432/x"),
+            Some("secret")
         );
-        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
-        assert_eq!(redact_url("/tmp/x.sqlite3"), "/tmp/x.sqlite3");
+        assert_eq!(url_password("postgres://u@db/x"), None);
+        assert_eq!(url_password("postgres://db/x?user=a@b"), None);
+        let message = "could not connect via `postgres://u:secret@db:5432/postgres`";
+        assert_eq!(
+            redact_password(message, Some("secret")),
+            "could not connect via `postgres://u:***@db:5432/postgres`"
+        );
+        assert_eq!(redact_password(message, None), message);
     }
 
     #[test]
@@ -1253,11 +1282,13 @@ diesel::allow_tables_to_appear_in_same_query!(posts, users,);
                 DiffLine::Added(5, "e"),
             ]
         );
-        let rendered = render_diff(old, new);
+        let labels = ("old".to_owned(), "new".to_owned());
+        let rendered = render_diff(old, new, &labels);
+        assert_eq!(&rendered[..2], ["--- old", "+++ new"]);
         assert_eq!(&rendered[2..], ["-   2 | b", "+   2 | B", "+   5 | e"]);
         assert!(diff_lines(old, old).is_empty());
         assert!(
-            render_diff("a\n", "a")
+            render_diff("a\n", "a", &labels)
                 .last()
                 .is_some_and(|l| l.contains("final newline"))
         );
