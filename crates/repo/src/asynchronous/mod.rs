@@ -1,0 +1,59 @@
+//! The async API (diesel-async on tokio): a pooled [`AsyncDatabase`]
+//! (deadpool, or bb8 with the `bb8` feature), its repositories, and
+//! transactions in which several repository calls share one connection.
+//!
+//! PostgreSQL runs on `AsyncPgConnection` (tokio-postgres, no libpq);
+//! SQLite runs on diesel-async's `SyncConnectionWrapper`, which moves each
+//! statement to tokio's blocking pool.
+
+mod database;
+mod repositories;
+
+pub use database::{AsyncDatabase, AsyncTransaction};
+pub use repositories::{CommentRepository, PostRepository, UserRepository};
+
+use diesel::sqlite::SqliteConnection;
+use diesel_async::AsyncPgConnection;
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+
+use crate::RepoError;
+
+/// An async connection to one backend, borrowed for one repository call.
+pub(crate) enum AsyncConn<'c> {
+    Postgres(&'c mut AsyncPgConnection),
+    Sqlite(&'c mut SyncConnectionWrapper<SqliteConnection>),
+}
+
+/// Something a repository can borrow an [`AsyncConn`] from.
+pub(crate) trait ConnGuard: Send {
+    fn conn(&mut self) -> AsyncConn<'_>;
+}
+
+/// Where an async repository gets its connection: the pool (one checkout
+/// per call) or an open transaction (its connection, for every call).
+pub trait AsyncExecutor: Sync + private::Sealed {
+    #[doc(hidden)]
+    #[allow(private_bounds, private_interfaces)]
+    type Guard<'g>: ConnGuard
+    where
+        Self: 'g;
+
+    #[doc(hidden)]
+    #[allow(private_interfaces)]
+    fn checkout(&self) -> impl Future<Output = Result<Self::Guard<'_>, RepoError>> + Send;
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// Runs `$call` (a method of `AsyncOps`) on whichever backend `$conn` is.
+macro_rules! on_conn {
+    ($conn:expr, |$c:ident| $call:expr) => {
+        match $conn {
+            $crate::asynchronous::AsyncConn::Postgres($c) => $call.await,
+            $crate::asynchronous::AsyncConn::Sqlite($c) => $call.await,
+        }
+    };
+}
+pub(crate) use on_conn;

@@ -1,0 +1,146 @@
+//! Pool configuration: which database, how many connections, how long to wait.
+
+use std::time::Duration;
+
+pub use keel_migrations::DatabaseUrl;
+
+/// How to reach the database and size the pool. [`DatabaseConfig::new`] gives
+/// the defaults; [`DatabaseConfig::from_env`] reads overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// The database, and through it the backend.
+    pub url: DatabaseUrl,
+    /// Most connections the pool opens (`KEEL_POOL_SIZE`, default 10).
+    /// An in-memory SQLite database always gets one connection, since each
+    /// connection to `:memory:` would see a database of its own.
+    pub pool_size: u32,
+    /// Longest wait to open one connection (`KEEL_CONNECT_TIMEOUT_MS`, default 5 s).
+    pub connect_timeout: Duration,
+    /// Longest wait for a free pooled connection before `PoolTimeout`
+    /// (`KEEL_CHECKOUT_TIMEOUT_MS`, default 5 s).
+    pub checkout_timeout: Duration,
+    /// Idle connections are closed after this (`KEEL_IDLE_TIMEOUT_MS`, default
+    /// 10 min; 0 = never).
+    pub idle_timeout: Option<Duration>,
+    /// Connections are replaced after this (`KEEL_MAX_LIFETIME_MS`, default
+    /// 30 min; 0 = never).
+    pub max_lifetime: Option<Duration>,
+    /// How long a SQLite statement waits for another writer's lock
+    /// (`KEEL_SQLITE_BUSY_TIMEOUT_MS`, default 5 s).
+    pub sqlite_busy_timeout: Duration,
+}
+
+/// A configuration variable that is set but unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `DATABASE_URL` names no supported backend.
+    #[error("DATABASE_URL: {0}")]
+    Url(#[from] keel_migrations::DatabaseUrlError),
+    /// A number was expected.
+    #[error("{variable}={value:?} is not valid: {reason}")]
+    Invalid {
+        /// The environment variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+}
+
+impl DatabaseConfig {
+    /// The defaults for `url`.
+    pub fn new(url: DatabaseUrl) -> Self {
+        Self {
+            url,
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(5),
+            checkout_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Reads `DATABASE_URL` (default: the SQLite file `keel.db`) and the
+    /// `KEEL_*` variables above, after loading a `.env` file if there is one.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is the normal case; its variables never override the process's.
+        let _ = dotenvy::dotenv();
+        let mut config = Self::new(DatabaseUrl::from_env()?);
+        if let Some(size) = env_number("KEEL_POOL_SIZE")? {
+            config.pool_size = u32::try_from(size)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| invalid("KEEL_POOL_SIZE", size, "expected 1 to 4294967295"))?;
+        }
+        if let Some(ms) = env_number("KEEL_CONNECT_TIMEOUT_MS")? {
+            config.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = env_number("KEEL_CHECKOUT_TIMEOUT_MS")? {
+            config.checkout_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = env_number("KEEL_IDLE_TIMEOUT_MS")? {
+            config.idle_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(ms) = env_number("KEEL_MAX_LIFETIME_MS")? {
+            config.max_lifetime = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(ms) = env_number("KEEL_SQLITE_BUSY_TIMEOUT_MS")? {
+            config.sqlite_busy_timeout = Duration::from_millis(ms);
+        }
+        Ok(config)
+    }
+
+    /// The pool size the backend can use (see [`DatabaseConfig::pool_size`]).
+    pub(crate) fn effective_pool_size(&self) -> u32 {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) if is_in_memory(path) => 1,
+            _ => self.pool_size,
+        }
+    }
+
+    /// The PostgreSQL URL with `connect_timeout` added unless it has one.
+    pub(crate) fn postgres_url(&self, url: &str) -> String {
+        if url.contains("connect_timeout=") {
+            return url.to_owned();
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let seconds = self.connect_timeout.as_secs().max(1);
+        format!("{url}{separator}connect_timeout={seconds}")
+    }
+
+    /// The statements every new SQLite connection runs first: the busy
+    /// timeout before anything that could wait on a lock; case-sensitive
+    /// `LIKE`, as on PostgreSQL (and so SQLite can serve a prefix from an index).
+    pub(crate) fn sqlite_setup_sql(&self) -> String {
+        format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
+             PRAGMA case_sensitive_like = ON;",
+            self.sqlite_busy_timeout.as_millis()
+        )
+    }
+}
+
+fn is_in_memory(path: &str) -> bool {
+    path == ":memory:" || path.contains("mode=memory")
+}
+
+fn invalid(variable: &'static str, value: impl ToString, reason: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+fn env_number(variable: &'static str) -> Result<Option<u64>, ConfigError> {
+    match std::env::var(variable) {
+        Err(_) => Ok(None),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid(variable, value, "expected a whole number")),
+    }
+}

@@ -1,0 +1,99 @@
+//! Statement counting on diesel's `Instrumentation`: how many SQL statements
+//! a piece of code really sent, for tests and for request metrics.
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+
+/// Counts the SQL statements run on every connection it is installed on.
+///
+/// Transaction control (`BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`,
+/// `RELEASE`) is not counted: a count is the queries the code asked for.
+/// Clones share one count, so a pool installs a clone on each connection and
+/// reads the total; a service's test can do the same on its own connection
+/// with `conn.set_instrumentation(counter.clone())`.
+#[derive(Debug, Clone, Default)]
+pub struct StatementCounter {
+    count: Arc<AtomicU64>,
+}
+
+impl StatementCounter {
+    /// A counter at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Statements counted so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` and returns its result with the statements it ran. Only
+    /// meaningful when nothing else uses the counted connections meanwhile.
+    pub fn measure<T>(&self, f: impl FnOnce() -> T) -> (T, u64) {
+        let before = self.count();
+        let result = f();
+        (result, self.count() - before)
+    }
+}
+
+impl Instrumentation for StatementCounter {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { query, .. } = event
+            && !is_transaction_control(&leading_keyword(query))
+        {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The statement's first word, upper-cased, read without formatting the
+/// whole statement (this runs for every query).
+fn leading_keyword(query: &dyn fmt::Display) -> String {
+    struct FirstWord(String);
+    impl fmt::Write for FirstWord {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for c in s.chars() {
+                if c.is_ascii_alphabetic() {
+                    self.0.push(c.to_ascii_uppercase());
+                } else if !self.0.is_empty() || !c.is_whitespace() {
+                    return Err(fmt::Error); // the word is complete: stop formatting
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut word = FirstWord(String::with_capacity(16));
+    let _ = write!(word, "{query}");
+    word.0
+}
+
+fn is_transaction_control(keyword: &str) -> bool {
+    matches!(
+        keyword,
+        "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "END"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_keyword_reads_the_first_word_only() {
+        assert_eq!(leading_keyword(&"  begin immediate"), "BEGIN");
+        assert_eq!(leading_keyword(&"SELECT 1"), "SELECT");
+        assert_eq!(
+            leading_keyword(&"RELEASE SAVEPOINT diesel_savepoint_1"),
+            "RELEASE"
+        );
+        assert!(is_transaction_control(&leading_keyword(
+            &"ROLLBACK TO SAVEPOINT x"
+        )));
+        assert!(!is_transaction_control(&leading_keyword(
+            &"SELECT \"users\".\"id\""
+        )));
+    }
+}

@@ -1,0 +1,96 @@
+//! keel-repo: the repositories a service depends on, over keel's schema.
+//!
+//! - **Two modes, one query source.** Feature `sync` (default) gives
+//!   [`sync::Database`] on diesel + r2d2; feature `async` gives
+//!   [`asynchronous::AsyncDatabase`] on diesel-async with deadpool (or bb8 with
+//!   feature `bb8`). The features are additive. Every query is built once in
+//!   [`queries`]; every operation is written once and compiled for each mode
+//!   and backend (see `ops.rs`).
+//! - **Backend by URL.** [`DatabaseConfig`] reads `DATABASE_URL`:
+//!   `postgres://…` is PostgreSQL, `sqlite://PATH`, a path or `:memory:` is
+//!   SQLite (with `busy_timeout`, WAL and foreign keys on every connection).
+//! - **Eager loading without N+1.** `users_with_posts_and_comments` runs 3
+//!   statements whatever the number of rows (one per level, `grouped_by`),
+//!   returning named types ([`UserWithPostsAndComments`]).
+//! - **Typed errors.** [`RepoError`]: `NotFound`, `Conflict`,
+//!   `RelatedMissing`, `Validation` (checked before any SQL), `PoolTimeout`, …
+//! - **Statement counting.** [`StatementCounter`] on diesel's
+//!   `Instrumentation`; every pool exposes one (`db.statements()`).
+//!
+//! Sync:
+//!
+//! ```
+//! # #[cfg(feature = "sync")] fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use keel_models::NewUser;
+//! use keel_repo::{DatabaseConfig, DatabaseUrl, sync::Database};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("doc.db").display().to_string();
+//! let db = Database::connect(&DatabaseConfig::new(DatabaseUrl::Sqlite(path)))?;
+//! db.run_migrations()?;
+//! let user = db.users().create(&NewUser {
+//!     email: "ada@example.com".into(),
+//!     full_name: "Ada Lovelace".into(),
+//!     first_name: Some("Ada".into()),
+//!     last_name: Some("Lovelace".into()),
+//!     is_active: true,
+//! })?;
+//! let before = db.statements().count();
+//! let loaded = db.users().users_with_posts_and_comments(100)?;
+//! assert_eq!(loaded[0].user, user);
+//! assert_eq!(db.statements().count() - before, 2); // no posts: the comments level is skipped
+//! # Ok(()) }
+//! # #[cfg(not(feature = "sync"))] fn main() {}
+//! ```
+//!
+//! Async (same repositories, awaited), with a transaction:
+//!
+//! ```
+//! # #[cfg(feature = "async")] fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use keel_models::{NewPost, NewUser};
+//! use keel_repo::{DatabaseConfig, DatabaseUrl, RepoError, asynchronous::AsyncDatabase};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("doc.db").display().to_string();
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+//! let db = AsyncDatabase::connect(&DatabaseConfig::new(DatabaseUrl::Sqlite(path))).await?;
+//! db.run_migrations().await?;
+//! let post = db
+//!     .transaction(async |tx| {
+//!         let user = tx.users().create(&NewUser {
+//!             email: "grace@example.com".into(),
+//!             full_name: "Grace Hopper".into(),
+//!             first_name: None,
+//!             last_name: None,
+//!             is_active: true,
+//!         }).await?;
+//!         tx.posts().create(&NewPost { title: "COBOL".into(), content: "…".into(), author_id: user.id }).await
+//!     })
+//!     .await?;
+//! let by_email = db.posts().by_author_email("grace@example.com").await?;
+//! assert_eq!(by_email, vec![post]);
+//! # Ok::<_, RepoError>(()) })?;
+//! # Ok(()) }
+//! # #[cfg(not(feature = "async"))] fn main() {}
+//! ```
+
+#[cfg(feature = "async")]
+pub mod asynchronous;
+mod config;
+mod error;
+mod instrumentation;
+pub mod loading;
+mod ops;
+pub mod queries;
+mod requests;
+#[cfg(feature = "sync")]
+pub mod sync;
+mod validate;
+
+pub use config::{ConfigError, DatabaseConfig, DatabaseUrl};
+pub use error::RepoError;
+pub use instrumentation::StatementCounter;
+pub use loading::{
+    PostWithAuthorAndComments, PostWithComments, UserWithPosts, UserWithPostsAndComments,
+};
+pub use requests::{CommentsQuery, MAX_PAGE_SIZE, Page};

@@ -1,0 +1,318 @@
+//! The executors: every repository operation, written once and compiled for
+//! each connection type in each mode.
+//!
+//! `define_ops!` takes the list of operations below and writes
+//! - `BlockingOps`, implemented for `PgConnection` and `SqliteConnection`
+//!   (sync mode), and
+//! - `AsyncOps`, implemented for `AsyncPgConnection` and diesel-async's
+//!   `SyncConnectionWrapper<SqliteConnection>` (async mode).
+//!
+//! In a body, `db!(…)` marks a statement sent to the database: it is the
+//! plain call in sync mode and the call `.await`ed in async mode. Queries come
+//! from [`crate::queries`] and rows are assembled by [`crate::loading`], so a
+//! body says only which queries run in which order.
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use keel_models::{
+    Comment, NewComment, NewPost, NewUser, Post, PostChangeset, User, UserChangeset,
+};
+use keel_schema::{comments, posts, users};
+
+use crate::loading::{self, PostWithAuthorAndComments, UserWithPosts, UserWithPostsAndComments};
+use crate::queries;
+use crate::requests::CommentsQuery;
+
+/// Bind parameters one SQLite statement may carry (the bundled library's
+/// limit; PostgreSQL allows 65,535).
+pub(crate) const SQLITE_MAX_BINDS: usize = 32_766;
+pub(crate) const POSTGRES_MAX_BINDS: usize = 65_535;
+/// Parent ids one SQLite `IN (?, …)` list may carry. PostgreSQL binds an id
+/// list as one array (`= ANY($1)`), so there it is never chunked.
+const SQLITE_ID_LIST_CHUNK: usize = SQLITE_MAX_BINDS;
+/// Bind parameters in one `NewUser` row.
+const NEW_USER_BINDS: usize = 5;
+
+/// The operations, in one list: each `with_op_list!(m!(args))` hands the
+/// whole list to `m`, which declares or implements it.
+macro_rules! with_op_list {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback! { ($($args)*)
+    fn user_by_id(&mut self, id: i32) -> Option<User> {
+        db!(queries::user_by_id(id).first(self)).optional()
+    }
+
+    fn user_by_email(&mut self, email: &str) -> Option<User> {
+        db!(queries::user_by_email(email).first(self)).optional()
+    }
+
+    fn insert_user(&mut self, user: &NewUser) -> User {
+        db!(diesel::insert_into(users::table).values(user).returning(User::as_returning()).get_result(self))
+    }
+
+    fn update_user(&mut self, id: i32, changes: &UserChangeset) -> Option<User> {
+        db!(diesel::update(users::table.find(id)).set(changes).returning(User::as_returning()).get_result(self))
+            .optional()
+    }
+
+    fn delete_user(&mut self, id: i32) -> usize {
+        db!(diesel::delete(users::table.find(id)).execute(self))
+    }
+
+    fn active_users(&mut self, limit: i64) -> Vec<User> {
+        db!(queries::active_users(limit).load(self))
+    }
+
+    fn users_after(&mut self, after: i32, limit: i64) -> Vec<User> {
+        db!(queries::users_after(after, limit).load(self))
+    }
+
+    fn users_by_name(&mut self, last_name: &str, first_name_pattern: &str) -> Vec<User> {
+        db!(queries::users_by_name(last_name, first_name_pattern).load(self))
+    }
+
+    fn users_with_posts(&mut self, limit: i64) -> Vec<UserWithPosts> {
+        let users: Vec<User> = db!(queries::active_users(limit).load(self))?;
+        let mut posts = Vec::new();
+        for ids in loading::id_chunks(&users, ID_LIST_CHUNK) {
+            posts.extend(db!(queries::posts_of_authors(ids).load(self))?);
+        }
+        Ok(loading::users_with_posts(users, posts))
+    }
+
+    fn users_with_posts_and_comments(&mut self, limit: i64) -> Vec<UserWithPostsAndComments> {
+        let users: Vec<User> = db!(queries::active_users(limit).load(self))?;
+        let mut posts = Vec::new();
+        for ids in loading::id_chunks(&users, ID_LIST_CHUNK) {
+            posts.extend(db!(queries::posts_of_authors(ids).load(self))?);
+        }
+        let mut comments = Vec::new();
+        for ids in loading::id_chunks(&posts, ID_LIST_CHUNK) {
+            comments.extend(db!(queries::comments_of_posts(ids).load(self))?);
+        }
+        Ok(loading::users_with_posts_and_comments(users, posts, comments))
+    }
+
+    fn insert_post(&mut self, post: &NewPost) -> Post {
+        db!(diesel::insert_into(posts::table).values(post).returning(Post::as_returning()).get_result(self))
+    }
+
+    fn post_by_id(&mut self, id: i32) -> Option<Post> {
+        db!(queries::post_by_id(id).first(self)).optional()
+    }
+
+    fn post_with_author(&mut self, id: i32) -> Option<(Post, User)> {
+        db!(queries::post_with_author(id).first(self)).optional()
+    }
+
+    fn post_with_author_and_comments(&mut self, id: i32) -> Option<PostWithAuthorAndComments> {
+        let Some((post, author)) = db!(queries::post_with_author(id).first(self)).optional()? else {
+            return Ok(None);
+        };
+        let comments = db!(queries::comments_of_posts(vec![post.id]).load(self))?;
+        Ok(Some(PostWithAuthorAndComments { post, author, comments }))
+    }
+
+    fn update_post(&mut self, id: i32, changes: &PostChangeset) -> Option<Post> {
+        db!(diesel::update(posts::table.find(id)).set(changes).returning(Post::as_returning()).get_result(self))
+            .optional()
+    }
+
+    fn posts_by_author(&mut self, author_id: i32) -> Vec<Post> {
+        db!(queries::posts_by_author(author_id).load(self))
+    }
+
+    fn posts_by_author_email(&mut self, email: &str) -> Vec<Post> {
+        db!(queries::posts_by_author_email(email).load(self))
+    }
+
+    fn delete_post(&mut self, id: i32) -> usize {
+        db!(diesel::delete(posts::table.find(id)).execute(self))
+    }
+
+    fn insert_comment(&mut self, comment: &NewComment) -> Comment {
+        db!(diesel::insert_into(comments::table).values(comment).returning(Comment::as_returning()).get_result(self))
+    }
+
+    fn comment_by_id(&mut self, id: i32) -> Option<Comment> {
+        db!(queries::comment_by_id(id).first(self)).optional()
+    }
+
+    fn comments_for_post(&mut self, post_id: i32, after: i32, limit: i64) -> Vec<Comment> {
+        db!(queries::comments_for_post(post_id, after, limit).load(self))
+    }
+
+    fn comments_by_author(&mut self, author_id: i32) -> Vec<Comment> {
+        db!(queries::comments_by_author(author_id).load(self))
+    }
+
+    fn delete_comment(&mut self, id: i32) -> usize {
+        db!(diesel::delete(comments::table.find(id)).execute(self))
+    }
+
+    fn load_comments(&mut self, query: &CommentsQuery) -> Vec<Comment> {
+        db!(comments_matching(query).load(self))
+    }
+}
+    };
+}
+
+/// Declares a trait with every operation of the list.
+macro_rules! declare_ops {
+    ((sync $trait:ident) $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
+        #[cfg_attr(not(feature = "sync"), allow(dead_code))] // async-only: SQLite uses InsertUsers alone
+        pub(crate) trait $trait: Send + InsertUsers {
+            $( fn $name(&mut $this $(, $arg: $arg_ty)*) -> QueryResult<$ret>; )*
+        }
+    };
+    ((async $trait:ident) $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
+        pub(crate) trait $trait: Send {
+            $( fn $name(&mut $this $(, $arg: $arg_ty)*) -> impl Future<Output = QueryResult<$ret>> + Send; )*
+        }
+    };
+}
+
+/// Implements the trait for one connection type; `$id_chunk` is how many
+/// parent ids one `IN` list may carry on its backend.
+macro_rules! impl_ops {
+    ((sync $trait:ident for $conn:ty, $id_chunk:expr, $comments_matching:path)
+     $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
+        impl $trait for $conn {
+            $(
+                fn $name(&mut $this $(, $arg: $arg_ty)*) -> QueryResult<$ret> {
+                    #[allow(unused_imports)]
+                    use $comments_matching as comments_matching;
+                    #[allow(dead_code)]
+                    const ID_LIST_CHUNK: usize = $id_chunk;
+                    $body
+                }
+            )*
+        }
+    };
+    ((async $trait:ident for $conn:ty, $id_chunk:expr, $comments_matching:path)
+     $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
+        impl $trait for $conn {
+            $(
+                async fn $name(&mut $this $(, $arg: $arg_ty)*) -> QueryResult<$ret> {
+                    #[allow(unused_imports)]
+                    use $comments_matching as comments_matching;
+                    #[allow(dead_code)]
+                    const ID_LIST_CHUNK: usize = $id_chunk;
+                    $body
+                }
+            )*
+        }
+    };
+}
+
+with_op_list!(declare_ops!(sync BlockingOps));
+
+/// The sync executors. Statements run as plain calls.
+mod blocking {
+    use super::*;
+    use diesel::RunQueryDsl;
+
+    macro_rules! db {
+        ($e:expr) => {
+            $e
+        };
+    }
+
+    with_op_list!(
+        impl_ops!(sync BlockingOps for SqliteConnection, SQLITE_ID_LIST_CHUNK, queries::comments_matching_sqlite)
+    );
+    #[cfg(feature = "sync")]
+    with_op_list!(
+        impl_ops!(sync BlockingOps for diesel::pg::PgConnection, usize::MAX, queries::comments_matching_pg)
+    );
+}
+
+#[cfg(feature = "async")]
+with_op_list!(declare_ops!(async AsyncOps));
+
+#[cfg(feature = "async")]
+pub(crate) use nonblocking::insert_users_async_pg;
+
+/// The async executors. Statements are awaited.
+#[cfg(feature = "async")]
+mod nonblocking {
+    use super::*;
+    use diesel_async::RunQueryDsl;
+    use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+
+    macro_rules! db {
+        ($e:expr) => {
+            $e.await
+        };
+    }
+
+    with_op_list!(
+        impl_ops!(async AsyncOps for diesel_async::AsyncPgConnection, usize::MAX, queries::comments_matching_pg)
+    );
+    with_op_list!(
+        impl_ops!(async AsyncOps for SyncConnectionWrapper<SqliteConnection>, SQLITE_ID_LIST_CHUNK, queries::comments_matching_sqlite)
+    );
+
+    /// Async PostgreSQL: the same chunks, awaited in one transaction.
+    pub(crate) async fn insert_users_async_pg(
+        conn: &mut diesel_async::AsyncPgConnection,
+        new_users: &[NewUser],
+    ) -> QueryResult<Vec<User>> {
+        use diesel_async::AsyncConnection;
+        conn.transaction(async |conn| {
+            let mut inserted = Vec::with_capacity(new_users.len());
+            for chunk in new_users.chunks(user_rows_per_statement(POSTGRES_MAX_BINDS)) {
+                inserted.extend(
+                    diesel::insert_into(users::table)
+                        .values(chunk)
+                        .returning(User::as_returning())
+                        .get_results(conn)
+                        .await?,
+                );
+            }
+            Ok(inserted)
+        })
+        .await
+    }
+}
+
+/// Bulk insert: one multi-row `INSERT` per chunk of rows that fits the
+/// backend's bind limit, every chunk in one transaction.
+pub(crate) trait InsertUsers {
+    /// Inserts `users` and returns them as stored, in order.
+    fn insert_users(&mut self, users: &[NewUser]) -> QueryResult<Vec<User>>;
+}
+
+/// The chunk size for `NewUser` rows under `max_binds` parameters.
+const fn user_rows_per_statement(max_binds: usize) -> usize {
+    max_binds / NEW_USER_BINDS
+}
+
+macro_rules! impl_insert_users_sync {
+    ($conn:ty, $max_binds:expr, $transaction:ident) => {
+        impl InsertUsers for $conn {
+            fn insert_users(&mut self, new_users: &[NewUser]) -> QueryResult<Vec<User>> {
+                use diesel::RunQueryDsl;
+                self.$transaction(|conn| {
+                    let mut inserted = Vec::with_capacity(new_users.len());
+                    for chunk in new_users.chunks(user_rows_per_statement($max_binds)) {
+                        inserted.extend(
+                            diesel::insert_into(users::table)
+                                .values(chunk)
+                                .returning(User::as_returning())
+                                .get_results(conn)?,
+                        );
+                    }
+                    Ok(inserted)
+                })
+            }
+        }
+    };
+}
+
+// SQLite has one writer at a time: a write transaction takes the lock when it
+// begins (BEGIN IMMEDIATE) and waits out the busy timeout there, instead of
+// failing mid-way when its read lock cannot be upgraded.
+impl_insert_users_sync!(SqliteConnection, SQLITE_MAX_BINDS, immediate_transaction);
+#[cfg(feature = "sync")]
+impl_insert_users_sync!(diesel::pg::PgConnection, POSTGRES_MAX_BINDS, transaction);

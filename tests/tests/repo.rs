@@ -1,0 +1,406 @@
+//! keel-repo's promises, checked in every mode on every backend: each test
+//! body runs four times (sync and async, PostgreSQL and SQLite). In a body,
+//! `run!(call)` is the call in sync mode and `call.await` in async mode.
+
+use diesel::connection::SimpleConnection;
+use keel_models::{NewComment, NewPost, NewUser, UserChangeset};
+use keel_repo::{DatabaseConfig, RepoError};
+use keel_tests::TestDatabase;
+
+fn new_user(n: usize) -> NewUser {
+    NewUser {
+        email: format!("user{n}@example.com"),
+        full_name: format!("First{n} Last{n}"),
+        first_name: Some(format!("First{n}")),
+        last_name: Some(format!("Last{}", n % 7)),
+        is_active: n % 10 != 0,
+    }
+}
+
+fn new_post(author_id: i32, title: &str) -> NewPost {
+    NewPost {
+        title: title.into(),
+        content: format!("{title} content"),
+        author_id,
+    }
+}
+
+/// Gives every user `posts` posts, and every post `comments` comments by its
+/// author, in a few set-based statements (fixtures, not the code under test).
+fn seed_posts_and_comments<D: TestDatabase>(fixture: &D, posts: usize, comments: usize) {
+    let mut conn = fixture.connect();
+    for _ in 0..posts {
+        conn.batch_execute(
+            "INSERT INTO posts (title, content, author_id) \
+             SELECT 'Post by ' || id, 'Some content', id FROM users",
+        )
+        .expect("seed posts");
+    }
+    for _ in 0..comments {
+        conn.batch_execute(
+            "INSERT INTO comments (body, post_id, author_id) \
+             SELECT 'Comment on ' || id, id, author_id FROM posts",
+        )
+        .expect("seed comments");
+    }
+}
+
+fn config<D: TestDatabase>(fixture: &D) -> DatabaseConfig {
+    fixture.migrate();
+    let mut config = DatabaseConfig::new(fixture.database_url());
+    config.pool_size = 4;
+    config
+}
+
+macro_rules! repo_tests {
+    ($( fn $name:ident($db:ident, $fixture:ident) $body:block )*) => {
+        mod sync_postgres {
+            use super::*;
+            $( #[test] fn $name() {
+                let Some($fixture) = keel_tests::PgTestDatabase::create() else { return };
+                let $db = keel_repo::sync::Database::connect(&config(&$fixture)).expect("pool");
+                #[allow(unused_macros)]
+                macro_rules! run { ($e:expr) => { $e }; }
+                $body
+            } )*
+        }
+        mod sync_sqlite {
+            use super::*;
+            $( #[test] fn $name() {
+                let $fixture = keel_tests::SqliteTestDatabase::create();
+                let $db = keel_repo::sync::Database::connect(&config(&$fixture)).expect("pool");
+                #[allow(unused_macros)]
+                macro_rules! run { ($e:expr) => { $e }; }
+                $body
+            } )*
+        }
+        mod async_postgres {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
+                let Some($fixture) = keel_tests::PgTestDatabase::create() else { return };
+                let $db = keel_repo::asynchronous::AsyncDatabase::connect(&config(&$fixture)).await.expect("pool");
+                #[allow(unused_macros)]
+                macro_rules! run { ($e:expr) => { $e.await }; }
+                $body
+            } )*
+        }
+        mod async_sqlite {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
+                let $fixture = keel_tests::SqliteTestDatabase::create();
+                let $db = keel_repo::asynchronous::AsyncDatabase::connect(&config(&$fixture)).await.expect("pool");
+                #[allow(unused_macros)]
+                macro_rules! run { ($e:expr) => { $e.await }; }
+                $body
+            } )*
+        }
+    };
+}
+
+repo_tests! {
+    fn users_are_created_and_found_by_id_and_email(db, fixture) {
+        let created = run!(db.users().create(&new_user(1))).expect("create");
+        assert_eq!(created.email, "user1@example.com");
+        assert_eq!(run!(db.users().get_by_id(created.id)).expect("by id"), created);
+        assert_eq!(run!(db.users().get_by_email("user1@example.com")).expect("by email"), created);
+        assert!(matches!(
+            run!(db.users().get_by_id(created.id + 1)),
+            Err(RepoError::NotFound { entity: "user", .. })
+        ));
+        assert!(matches!(
+            run!(db.users().get_by_email("nobody@example.com")),
+            Err(RepoError::NotFound { entity: "user", .. })
+        ));
+    }
+
+    fn a_duplicate_email_is_a_conflict_and_changes_nothing(db, fixture) {
+        let first = run!(db.users().create(&new_user(1))).expect("create");
+        let mut twin = new_user(2);
+        twin.email = first.email.clone();
+        match run!(db.users().create(&twin)) {
+            Err(RepoError::Conflict { constraint }) => assert_eq!(constraint, "ix_users_email"),
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        let page = run!(db.users().page(None, 10)).expect("page");
+        assert_eq!(page.items, vec![first]);
+    }
+
+    fn bad_input_is_a_validation_error_before_any_sql(db, fixture) {
+        let before = db.statements().count();
+        let cases: Vec<(NewUser, &str)> = vec![
+            (NewUser { email: "not-an-email".into(), ..new_user(1) }, "email"),
+            (NewUser { email: "".into(), ..new_user(1) }, "email"),
+            (NewUser { full_name: "x".repeat(101), ..new_user(1) }, "full_name"),
+            (NewUser { full_name: "  ".into(), ..new_user(1) }, "full_name"),
+            (NewUser { first_name: Some("nul\0byte".into()), ..new_user(1) }, "first_name"),
+            (NewUser { last_name: Some("é".repeat(51)), ..new_user(1) }, "last_name"),
+        ];
+        for (user, field) in cases {
+            match run!(db.users().create(&user)) {
+                Err(RepoError::Validation { field: f, .. }) => assert_eq!(f, field, "{user:?}"),
+                other => panic!("expected Validation of {field}, got {other:?}"),
+            }
+        }
+        assert!(matches!(run!(db.users().get_by_id(0)), Err(RepoError::Validation { field: "id", .. })));
+        assert!(matches!(run!(db.users().page(None, 0)), Err(RepoError::Validation { field: "limit", .. })));
+        assert_eq!(db.statements().count(), before, "validation must reject before SQL");
+        assert!(run!(db.users().page(None, 10)).expect("page").items.is_empty());
+    }
+
+    fn update_applies_a_changeset_and_reports_missing_rows(db, fixture) {
+        let user = run!(db.users().create(&new_user(1))).expect("create");
+        let changes = UserChangeset {
+            full_name: Some("Renamed".into()),
+            first_name: Some(None),
+            is_active: Some(false),
+            ..Default::default()
+        };
+        let updated = run!(db.users().update(user.id, &changes)).expect("update");
+        assert_eq!(updated.full_name, "Renamed");
+        assert_eq!(updated.first_name, None);
+        assert!(!updated.is_active);
+        assert_eq!(updated.email, user.email);
+        assert_eq!(run!(db.users().update(user.id, &UserChangeset::default())).expect("no-op"), updated);
+        assert!(matches!(
+            run!(db.users().update(user.id + 100, &changes)),
+            Err(RepoError::NotFound { .. })
+        ));
+    }
+
+    fn deleting_a_user_cascades_to_posts_and_comments(db, fixture) {
+        let alice = run!(db.users().create(&new_user(1))).expect("alice");
+        let bob = run!(db.users().create(&new_user(2))).expect("bob");
+        let post = run!(db.posts().create(&new_post(alice.id, "hello"))).expect("post");
+        let bobs_post = run!(db.posts().create(&new_post(bob.id, "bob's"))).expect("post");
+        run!(db.comments().create(&NewComment { body: "hi".into(), post_id: post.id, author_id: bob.id })).expect("comment");
+        run!(db.comments().create(&NewComment { body: "yo".into(), post_id: bobs_post.id, author_id: alice.id })).expect("comment");
+
+        run!(db.users().delete(alice.id)).expect("delete");
+        assert!(matches!(run!(db.posts().get_by_id(post.id)), Err(RepoError::NotFound { entity: "post", .. })));
+        assert!(run!(db.comments().by_author(bob.id)).expect("bob's comments").is_empty());
+        assert!(run!(db.comments().by_author(alice.id)).expect("alice's comments").is_empty());
+        assert_eq!(run!(db.posts().by_author(bob.id)).expect("bob's posts"), vec![bobs_post]);
+        assert!(matches!(run!(db.users().delete(alice.id)), Err(RepoError::NotFound { .. })));
+    }
+
+    fn a_post_for_a_missing_author_is_related_missing(db, fixture) {
+        match run!(db.posts().create(&new_post(4242, "orphan"))) {
+            Err(RepoError::RelatedMissing { field }) => assert!(field.contains("author_id"), "{field}"),
+            other => panic!("expected RelatedMissing, got {other:?}"),
+        }
+        assert!(matches!(
+            run!(db.comments().create(&NewComment { body: "x".into(), post_id: 77, author_id: 1 })),
+            Err(RepoError::RelatedMissing { .. })
+        ));
+    }
+
+    fn eager_loads_run_one_statement_per_level_for_1_and_1000_users(db, fixture) {
+        let users: Vec<NewUser> = (1..=1000).map(|n| NewUser { is_active: true, ..new_user(n) }).collect();
+        run!(db.users().create_many(&users)).expect("users");
+        seed_posts_and_comments(&fixture, 2, 1);
+
+        for limit in [1_i64, 1000] {
+            let before = db.statements().count();
+            let loaded = run!(db.users().users_with_posts_and_comments(limit)).expect("eager load");
+            assert_eq!(db.statements().count() - before, 3, "3 levels at limit {limit}");
+            assert_eq!(loaded.len() as i64, limit);
+            for entry in &loaded {
+                assert_eq!(entry.posts.len(), 2);
+                for post in &entry.posts {
+                    assert_eq!(post.post.author_id, entry.user.id);
+                    assert_eq!(post.comments.len(), 1);
+                    assert_eq!(post.comments[0].post_id, post.post.id);
+                }
+            }
+
+            let before = db.statements().count();
+            let loaded = run!(db.users().users_with_posts(limit)).expect("eager load");
+            assert_eq!(db.statements().count() - before, 2, "2 levels at limit {limit}");
+            assert_eq!(loaded.iter().map(|u| u.posts.len()).sum::<usize>() as i64, 2 * limit);
+        }
+
+        let first_post = run!(db.posts().by_author(1)).expect("posts")[0].clone();
+        let before = db.statements().count();
+        let full = run!(db.posts().post_with_author_and_comments(first_post.id)).expect("post");
+        assert_eq!(db.statements().count() - before, 2);
+        assert_eq!(full.author.id, 1);
+        assert_eq!(full.comments.len(), 1);
+        let before = db.statements().count();
+        let (post, author) = run!(db.posts().get_with_author(first_post.id)).expect("joined");
+        assert_eq!(db.statements().count() - before, 1, "the joined form is one statement");
+        assert_eq!((post, author.id), (first_post, 1));
+    }
+
+    fn create_many_inserts_40000_users_in_one_call(db, fixture) {
+        let users: Vec<NewUser> = (1..=40_000).map(new_user).collect();
+        let before = db.statements().count();
+        let created = run!(db.users().create_many(&users)).expect("bulk insert");
+        let statements = db.statements().count() - before;
+        assert_eq!(created.len(), 40_000);
+        assert!((3..=10).contains(&statements), "{statements} statements: chunked, not one per row");
+        assert_eq!(created[39_999].email, "user40000@example.com");
+        let page = run!(db.users().page(Some(created[39_994].id), 10)).expect("tail");
+        assert_eq!(page.items.len(), 5);
+        assert_eq!(page.next, None);
+    }
+
+    fn create_many_is_all_or_nothing(db, fixture) {
+        run!(db.users().create(&new_user(5))).expect("existing");
+        let users: Vec<NewUser> = (1..=10).map(new_user).collect(); // user5 again
+        assert!(matches!(run!(db.users().create_many(&users)), Err(RepoError::Conflict { .. })));
+        assert_eq!(run!(db.users().page(None, 100)).expect("page").items.len(), 1);
+    }
+
+    fn keyset_pages_neither_skip_nor_repeat_while_rows_are_inserted(db, fixture) {
+        let created = run!(db.users().create_many(&(1..=25).map(new_user).collect::<Vec<_>>())).expect("users");
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut inserted_meanwhile = 0;
+        loop {
+            let page = run!(db.users().page(after, 10)).expect("page");
+            seen.extend(page.items.iter().map(|u| u.id));
+            let Some(next) = page.next else { break };
+            // Another client inserts between our pages.
+            run!(db.users().create(&new_user(1000 + inserted_meanwhile))).expect("concurrent insert");
+            inserted_meanwhile += 1;
+            after = Some(next);
+        }
+        let mut sorted = seen.clone();
+        sorted.dedup();
+        assert_eq!(sorted, seen, "no row twice, ascending");
+        assert!(inserted_meanwhile >= 2);
+        assert_eq!(seen.len(), created.len() + inserted_meanwhile, "every row once, new ones included");
+    }
+
+    fn queries_filter_join_and_page(db, fixture) {
+        let users = run!(db.users().create_many(&(1..=20).map(new_user).collect::<Vec<_>>())).expect("users");
+        assert_eq!(run!(db.users().active_users(100)).expect("active").len(), 18);
+
+        let by_name = run!(db.users().search_by_name("Last3", Some("First1"))).expect("search");
+        let ids: Vec<i32> = by_name.iter().map(|u| u.id).collect();
+        assert_eq!(ids, vec![10, 17], "Last3 and First1… : users 10 and 17, by first name");
+        assert_eq!(run!(db.users().search_by_name("Last3", None)).expect("search").len(), 3);
+        assert!(run!(db.users().search_by_name("Last3", Some("%"))).expect("escaped").is_empty());
+        assert!(run!(db.users().search_by_name("Last3", Some("first1"))).expect("case").is_empty());
+
+        let author = &users[2];
+        for n in 0..3 {
+            run!(db.posts().create(&new_post(author.id, &format!("p{n}")))).expect("post");
+        }
+        run!(db.posts().create(&new_post(users[3].id, "other"))).expect("post");
+        let joined = run!(db.posts().by_author_email(&author.email)).expect("join");
+        assert_eq!(joined.iter().map(|p| p.title.as_str()).collect::<Vec<_>>(), ["p0", "p1", "p2"]);
+
+        let post = &joined[0];
+        for n in 0..5 {
+            let who = users[n % 2].id;
+            run!(db.comments().create(&NewComment { body: format!("c{n}"), post_id: post.id, author_id: who })).expect("comment");
+        }
+        let first = run!(db.comments().for_post(post.id, None, 2)).expect("page 1");
+        let second = run!(db.comments().for_post(post.id, first.next, 2)).expect("page 2");
+        let third = run!(db.comments().for_post(post.id, second.next, 2)).expect("page 3");
+        let bodies: Vec<&str> = first.items.iter().chain(&second.items).chain(&third.items).map(|c| c.body.as_str()).collect();
+        assert_eq!(bodies, ["c0", "c1", "c2", "c3", "c4"]);
+        assert_eq!(third.next, None);
+
+        let query = db.posts().comments_query(post.id).by_author(users[0].id).newest_first().limit(2);
+        let refined = run!(db.posts().load_comments(&query)).expect("dynamic");
+        assert_eq!(refined.iter().map(|c| c.body.as_str()).collect::<Vec<_>>(), ["c4", "c2"]);
+    }
+}
+
+mod transactions {
+    use super::*;
+    use keel_repo::asynchronous::AsyncDatabase;
+    use keel_repo::sync::Database;
+
+    fn sync_commit_and_rollback(db: &Database) {
+        let result: Result<(), RepoError> = db.transaction(|tx| {
+            let user = tx.users().create(&new_user(1))?;
+            tx.posts().create(&new_post(user.id, "in tx"))?;
+            Err(RepoError::validation("test", "roll back"))
+        });
+        assert!(result.is_err());
+        assert!(
+            db.users().page(None, 10).expect("page").items.is_empty(),
+            "rolled back"
+        );
+
+        let user = db
+            .transaction(|tx| {
+                let user = tx.users().create(&new_user(2))?;
+                tx.posts().create(&new_post(user.id, "kept"))?;
+                Ok::<_, RepoError>(user)
+            })
+            .expect("commit");
+        assert_eq!(db.posts().by_author(user.id).expect("posts").len(), 1);
+    }
+
+    async fn async_commit_and_rollback(db: &AsyncDatabase) {
+        let result: Result<(), RepoError> = db
+            .transaction(async |tx| {
+                let user = tx.users().create(&new_user(1)).await?;
+                tx.posts().create(&new_post(user.id, "in tx")).await?;
+                Err(RepoError::validation("test", "roll back"))
+            })
+            .await;
+        assert!(result.is_err());
+        assert!(
+            db.users()
+                .page(None, 10)
+                .await
+                .expect("page")
+                .items
+                .is_empty(),
+            "rolled back"
+        );
+
+        let user = db
+            .transaction(async |tx| {
+                let user = tx.users().create(&new_user(2)).await?;
+                tx.posts().create(&new_post(user.id, "kept")).await?;
+                Ok::<_, RepoError>(user)
+            })
+            .await
+            .expect("commit");
+        assert_eq!(db.posts().by_author(user.id).await.expect("posts").len(), 1);
+    }
+
+    #[test]
+    fn sync_postgres() {
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        sync_commit_and_rollback(&Database::connect(&config(&fixture)).expect("pool"));
+    }
+
+    #[test]
+    fn sync_sqlite() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        sync_commit_and_rollback(&Database::connect(&config(&fixture)).expect("pool"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_postgres() {
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        async_commit_and_rollback(
+            &AsyncDatabase::connect(&config(&fixture))
+                .await
+                .expect("pool"),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_sqlite() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        async_commit_and_rollback(
+            &AsyncDatabase::connect(&config(&fixture))
+                .await
+                .expect("pool"),
+        )
+        .await;
+    }
+}
