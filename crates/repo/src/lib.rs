@@ -74,6 +74,9 @@
 //! # #[cfg(not(feature = "async"))] fn main() {}
 //! ```
 
+// With neither mode on, only the shared pieces compile, and nothing uses them.
+#![cfg_attr(not(any(feature = "sync", feature = "async")), allow(dead_code))]
+
 #[cfg(feature = "async")]
 pub mod asynchronous;
 mod config;
