@@ -85,6 +85,8 @@ mod instrumentation;
 pub mod loading;
 mod ops;
 pub mod queries;
+#[cfg(any(feature = "sync", feature = "async"))]
+mod repositories;
 mod requests;
 #[cfg(feature = "sync")]
 pub mod sync;

@@ -231,14 +231,128 @@ mod blocking {
 with_op_list!(declare_ops!(async AsyncOps));
 
 #[cfg(feature = "async")]
-pub(crate) use nonblocking::insert_users_async_pg;
+impl crate::asynchronous::AsyncConn<'_> {
+    /// Bulk insert in async mode: awaited chunks on PostgreSQL; on SQLite the
+    /// sync bulk insert in one blocking hop (diesel-async cannot batch-insert
+    /// on SQLite at all).
+    pub(crate) async fn insert_users(&mut self, users: &[NewUser]) -> QueryResult<Vec<User>> {
+        match self {
+            Self::Postgres(conn) => nonblocking::insert_users_async_pg(conn, users).await,
+            Self::Sqlite(conn) => {
+                let users = users.to_vec();
+                conn.spawn_blocking(move |conn| InsertUsers::insert_users(conn, &users))
+                    .await
+            }
+        }
+    }
+}
+
+/// Runs each operation on whichever backend an async connection is: on
+/// PostgreSQL the async executor; on SQLite the sync executor, the whole
+/// operation in one hop to tokio's blocking pool (SQLite is an in-process C
+/// library: there is nothing to await, and one hop per statement would cost
+/// a thread switch each). Arguments are copied to owned values for the hop.
+#[cfg(feature = "async")]
+macro_rules! dispatch_ops {
+    (() $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
+        impl crate::asynchronous::AsyncConn<'_> {
+            $(
+                pub(crate) async fn $name(&mut self $(, $arg: $arg_ty)*) -> QueryResult<$ret> {
+                    match self {
+                        Self::Postgres(conn) => AsyncOps::$name(&mut **conn $(, $arg)*).await,
+                        Self::Sqlite(conn) => {
+                            $( let $arg = owned_args::IntoOwnedArg::into_owned_arg($arg); )*
+                            conn.spawn_blocking(move |conn| {
+                                BlockingOps::$name(conn $(, owned_args::OwnedArg::as_arg(&$arg))*)
+                            })
+                            .await
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(feature = "async")]
+with_op_list!(dispatch_ops!());
+
+/// Owned copies of operation arguments, so an operation can move to a
+/// blocking thread and borrow them there as the sync executor expects.
+#[cfg(feature = "async")]
+mod owned_args {
+    /// An argument as the async caller passes it.
+    pub(crate) trait IntoOwnedArg {
+        type Owned: OwnedArg + Send + 'static;
+        fn into_owned_arg(self) -> Self::Owned;
+    }
+
+    /// The owned copy, lent back as the argument type.
+    pub(crate) trait OwnedArg {
+        type Arg<'a>
+        where
+            Self: 'a;
+        fn as_arg(&self) -> Self::Arg<'_>;
+    }
+
+    macro_rules! by_value {
+        ($($t:ty),*) => {$(
+            impl IntoOwnedArg for $t {
+                type Owned = $t;
+                fn into_owned_arg(self) -> $t {
+                    self
+                }
+            }
+            impl OwnedArg for $t {
+                type Arg<'a> = $t;
+                fn as_arg(&self) -> $t {
+                    *self
+                }
+            }
+        )*};
+    }
+    by_value!(i32, i64);
+
+    impl IntoOwnedArg for &str {
+        type Owned = String;
+        fn into_owned_arg(self) -> String {
+            self.to_owned()
+        }
+    }
+
+    impl OwnedArg for String {
+        type Arg<'a> = &'a str;
+        fn as_arg(&self) -> &str {
+            self
+        }
+    }
+
+    /// A cloned struct argument (`&NewUser`, `&CommentsQuery`, …).
+    pub(crate) struct Cloned<T>(T);
+
+    impl<T: Clone + Send + 'static> IntoOwnedArg for &T {
+        type Owned = Cloned<T>;
+        fn into_owned_arg(self) -> Cloned<T> {
+            Cloned(self.clone())
+        }
+    }
+
+    impl<T> OwnedArg for Cloned<T> {
+        type Arg<'a>
+            = &'a T
+        where
+            T: 'a;
+        fn as_arg(&self) -> &T {
+            &self.0
+        }
+    }
+}
 
 /// The async executors. Statements are awaited.
 #[cfg(feature = "async")]
 mod nonblocking {
     use super::*;
     use diesel_async::RunQueryDsl;
-    use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 
     macro_rules! db {
         ($e:expr) => {
@@ -248,9 +362,6 @@ mod nonblocking {
 
     with_op_list!(
         impl_ops!(async AsyncOps for diesel_async::AsyncPgConnection, usize::MAX, queries::comments_matching_pg)
-    );
-    with_op_list!(
-        impl_ops!(async AsyncOps for SyncConnectionWrapper<SqliteConnection>, SQLITE_ID_LIST_CHUNK, queries::comments_matching_sqlite)
     );
 
     /// Async PostgreSQL: the same chunks, awaited in one transaction.

@@ -46,14 +46,3 @@ pub trait AsyncExecutor: Sync + private::Sealed {
 mod private {
     pub trait Sealed {}
 }
-
-/// Runs `$call` (a method of `AsyncOps`) on whichever backend `$conn` is.
-macro_rules! on_conn {
-    ($conn:expr, |$c:ident| $call:expr) => {
-        match $conn {
-            $crate::asynchronous::AsyncConn::Postgres($c) => $call.await,
-            $crate::asynchronous::AsyncConn::Sqlite($c) => $call.await,
-        }
-    };
-}
-pub(crate) use on_conn;
