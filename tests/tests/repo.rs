@@ -219,6 +219,14 @@ repo_tests! {
             assert_eq!(loaded.iter().map(|u| u.posts.len()).sum::<usize>() as i64, 2 * limit);
         }
 
+        let before = db.statements().count();
+        let one = run!(db.users().get_with_posts_and_comments(1)).expect("by id");
+        assert_eq!(db.statements().count() - before, 3);
+        assert_eq!((one.user.id, one.posts.len(), one.posts[0].comments.len()), (1, 2, 1));
+        let before = db.statements().count();
+        assert_eq!(run!(db.users().get_with_posts(2)).expect("by id").posts.len(), 2);
+        assert_eq!(db.statements().count() - before, 2);
+
         let first_post = run!(db.posts().by_author(1)).expect("posts")[0].clone();
         let before = db.statements().count();
         let full = run!(db.posts().post_with_author_and_comments(first_post.id)).expect("post");
@@ -242,6 +250,24 @@ repo_tests! {
         let page = run!(db.users().page(Some(created[39_994].id), 10)).expect("tail");
         assert_eq!(page.items.len(), 5);
         assert_eq!(page.next, None);
+    }
+
+    fn posts_and_comments_are_bulk_inserted(db, fixture) {
+        let users = run!(db.users().create_many(&(1..=3).map(new_user).collect::<Vec<_>>())).expect("users");
+        let posts: Vec<NewPost> = (0..30).map(|n| new_post(users[n % 3].id, &format!("p{n}"))).collect();
+        let before = db.statements().count();
+        let created = run!(db.posts().create_many(&posts)).expect("posts");
+        assert_eq!(db.statements().count() - before, 1);
+        assert_eq!(created.len(), 30);
+        let comments: Vec<NewComment> = created
+            .iter()
+            .map(|p| NewComment { body: format!("on {}", p.id), post_id: p.id, author_id: users[0].id })
+            .collect();
+        assert_eq!(run!(db.comments().create_many(&comments)).expect("comments").len(), 30);
+        let mut orphan = comments[0].clone();
+        orphan.post_id = 9999;
+        assert!(matches!(run!(db.comments().create_many(&[orphan])), Err(RepoError::RelatedMissing { .. })));
+        assert_eq!(run!(db.comments().by_author(users[0].id)).expect("comments").len(), 30);
     }
 
     fn create_many_is_all_or_nothing(db, fixture) {
@@ -306,6 +332,86 @@ repo_tests! {
         let query = db.posts().comments_query(post.id).by_author(users[0].id).newest_first().limit(2);
         let refined = run!(db.posts().load_comments(&query)).expect("dynamic");
         assert_eq!(refined.iter().map(|c| c.body.as_str()).collect::<Vec<_>>(), ["c4", "c2"]);
+    }
+}
+
+mod scopes {
+    use super::*;
+    use keel_repo::QueryScope;
+    use keel_repo::asynchronous::AsyncDatabase;
+    use std::sync::Arc;
+
+    /// 32 tasks at once, each in a scope of its own, each running a
+    /// different number of statements: every scope counts its own only.
+    async fn scopes_follow_their_task(db: AsyncDatabase) {
+        let db = Arc::new(db);
+        db.users().create(&new_user(1)).await.expect("user");
+        let tasks: Vec<_> = (0..32_u64)
+            .map(|task| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let scope = QueryScope::new();
+                    scope
+                        .run_async(async {
+                            for _ in 0..=task % 5 {
+                                db.users().get_by_id(1).await.expect("lookup");
+                                tokio::task::yield_now().await;
+                            }
+                        })
+                        .await;
+                    (task, scope.statements())
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (n, statements) = task.await.expect("task");
+            assert_eq!(statements, n % 5 + 1, "task {n}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_postgres() {
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        scopes_follow_their_task(
+            AsyncDatabase::connect(&config(&fixture))
+                .await
+                .expect("pool"),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_sqlite() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        scopes_follow_their_task(
+            AsyncDatabase::connect(&config(&fixture))
+                .await
+                .expect("pool"),
+        )
+        .await;
+    }
+
+    #[test]
+    fn sync_scopes_follow_their_thread() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let db = keel_repo::sync::Database::connect(&config(&fixture)).expect("pool");
+        db.users().create(&new_user(1)).expect("user");
+        std::thread::scope(|threads| {
+            for n in 0..8_u64 {
+                let db = &db;
+                threads.spawn(move || {
+                    let scope = QueryScope::new();
+                    scope.run(|| {
+                        for _ in 0..=n {
+                            db.users().get_by_id(1).expect("lookup");
+                        }
+                    });
+                    assert_eq!(scope.statements(), n + 1);
+                });
+            }
+        });
     }
 }
 

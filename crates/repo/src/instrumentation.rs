@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 
-/// Counts the SQL statements run on every connection it is installed on.
+use crate::QueryScope;
+
+/// Counts the SQL statements run on every connection it is installed on,
+/// and reports each to the [`QueryScope`] current where it runs.
 ///
 /// Transaction control (`BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`,
 /// `RELEASE`) is not counted: a count is the queries the code asked for.
@@ -45,6 +48,9 @@ impl Instrumentation for StatementCounter {
             && !is_transaction_control(&leading_keyword(query))
         {
             self.count.fetch_add(1, Ordering::Relaxed);
+            if let Some(scope) = QueryScope::current() {
+                scope.record_statement();
+            }
         }
     }
 }

@@ -79,6 +79,7 @@
 
 #[cfg(feature = "async")]
 pub mod asynchronous;
+mod bulk;
 mod config;
 mod error;
 mod instrumentation;
@@ -88,6 +89,7 @@ pub mod queries;
 #[cfg(any(feature = "sync", feature = "async"))]
 mod repositories;
 mod requests;
+mod scope;
 #[cfg(feature = "sync")]
 pub mod sync;
 mod validate;
@@ -99,3 +101,4 @@ pub use loading::{
     PostWithAuthorAndComments, PostWithComments, UserWithPosts, UserWithPostsAndComments,
 };
 pub use requests::{CommentsQuery, MAX_PAGE_SIZE, Page};
+pub use scope::QueryScope;

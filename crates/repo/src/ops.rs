@@ -19,6 +19,9 @@ use keel_models::{
 };
 use keel_schema::{comments, posts, users};
 
+#[cfg(feature = "async")]
+use crate::QueryScope;
+use crate::bulk::BulkInsert;
 use crate::loading::{self, PostWithAuthorAndComments, UserWithPosts, UserWithPostsAndComments};
 use crate::queries;
 use crate::requests::CommentsQuery;
@@ -30,8 +33,6 @@ pub(crate) const POSTGRES_MAX_BINDS: usize = 65_535;
 /// Parent ids one SQLite `IN (?, …)` list may carry. PostgreSQL binds an id
 /// list as one array (`= ANY($1)`), so there it is never chunked.
 const SQLITE_ID_LIST_CHUNK: usize = SQLITE_MAX_BINDS;
-/// Bind parameters in one `NewUser` row.
-const NEW_USER_BINDS: usize = 5;
 
 /// The operations, in one list: each `with_op_list!(m!(args))` hands the
 /// whole list to `m`, which declares or implements it.
@@ -69,6 +70,26 @@ macro_rules! with_op_list {
 
     fn users_by_name(&mut self, last_name: &str, first_name_pattern: &str) -> Vec<User> {
         db!(queries::users_by_name(last_name, first_name_pattern).load(self))
+    }
+
+    fn user_with_posts(&mut self, id: i32) -> Option<UserWithPosts> {
+        let Some(user) = db!(queries::user_by_id(id).first(self)).optional()? else {
+            return Ok(None);
+        };
+        let posts = db!(queries::posts_of_authors(vec![user.id]).load(self))?;
+        Ok(loading::users_with_posts(vec![user], posts).pop())
+    }
+
+    fn user_with_posts_and_comments(&mut self, id: i32) -> Option<UserWithPostsAndComments> {
+        let Some(user) = db!(queries::user_by_id(id).first(self)).optional()? else {
+            return Ok(None);
+        };
+        let posts: Vec<Post> = db!(queries::posts_of_authors(vec![user.id]).load(self))?;
+        let mut comments = Vec::new();
+        for ids in loading::id_chunks(&posts, ID_LIST_CHUNK) {
+            comments.extend(db!(queries::comments_of_posts(ids).load(self))?);
+        }
+        Ok(loading::users_with_posts_and_comments(vec![user], posts, comments).pop())
     }
 
     fn users_with_posts(&mut self, limit: i64) -> Vec<UserWithPosts> {
@@ -160,8 +181,8 @@ macro_rules! with_op_list {
 /// Declares a trait with every operation of the list.
 macro_rules! declare_ops {
     ((sync $trait:ident) $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
-        #[cfg_attr(not(feature = "sync"), allow(dead_code))] // async-only: SQLite uses InsertUsers alone
-        pub(crate) trait $trait: Send + InsertUsers {
+        #[cfg_attr(not(feature = "sync"), allow(dead_code))] // async-only: SQLite uses BulkInsert alone
+        pub(crate) trait $trait: Send + BulkInsert {
             $( fn $name(&mut $this $(, $arg: $arg_ty)*) -> QueryResult<$ret>; )*
         }
     };
@@ -230,23 +251,6 @@ mod blocking {
 #[cfg(feature = "async")]
 with_op_list!(declare_ops!(async AsyncOps));
 
-#[cfg(feature = "async")]
-impl crate::asynchronous::AsyncConn<'_> {
-    /// Bulk insert in async mode: awaited chunks on PostgreSQL; on SQLite the
-    /// sync bulk insert in one blocking hop (diesel-async cannot batch-insert
-    /// on SQLite at all).
-    pub(crate) async fn insert_users(&mut self, users: &[NewUser]) -> QueryResult<Vec<User>> {
-        match self {
-            Self::Postgres(conn) => nonblocking::insert_users_async_pg(conn, users).await,
-            Self::Sqlite(conn) => {
-                let users = users.to_vec();
-                conn.spawn_blocking(move |conn| InsertUsers::insert_users(conn, &users))
-                    .await
-            }
-        }
-    }
-}
-
 /// Runs each operation on whichever backend an async connection is: on
 /// PostgreSQL the async executor; on SQLite the sync executor, the whole
 /// operation in one hop to tokio's blocking pool (SQLite is an in-process C
@@ -262,9 +266,10 @@ macro_rules! dispatch_ops {
                         Self::Postgres(conn) => AsyncOps::$name(&mut **conn $(, $arg)*).await,
                         Self::Sqlite(conn) => {
                             $( let $arg = owned_args::IntoOwnedArg::into_owned_arg($arg); )*
-                            conn.spawn_blocking(move |conn| {
+                            let scope = QueryScope::current();
+                            conn.spawn_blocking(move |conn| in_scope(scope, || {
                                 BlockingOps::$name(conn $(, owned_args::OwnedArg::as_arg(&$arg))*)
-                            })
+                            }))
                             .await
                         }
                     }
@@ -276,6 +281,15 @@ macro_rules! dispatch_ops {
 
 #[cfg(feature = "async")]
 with_op_list!(dispatch_ops!());
+
+/// Runs `f` in `scope` (the caller's, carried into a blocking hop).
+#[cfg(feature = "async")]
+fn in_scope<T>(scope: Option<QueryScope>, f: impl FnOnce() -> T) -> T {
+    match scope {
+        Some(scope) => scope.run(f),
+        None => f(),
+    }
+}
 
 /// Owned copies of operation arguments, so an operation can move to a
 /// blocking thread and borrow them there as the sync executor expects.
@@ -363,67 +377,4 @@ mod nonblocking {
     with_op_list!(
         impl_ops!(async AsyncOps for diesel_async::AsyncPgConnection, usize::MAX, queries::comments_matching_pg)
     );
-
-    /// Async PostgreSQL: the same chunks, awaited in one transaction.
-    pub(crate) async fn insert_users_async_pg(
-        conn: &mut diesel_async::AsyncPgConnection,
-        new_users: &[NewUser],
-    ) -> QueryResult<Vec<User>> {
-        use diesel_async::AsyncConnection;
-        conn.transaction(async |conn| {
-            let mut inserted = Vec::with_capacity(new_users.len());
-            for chunk in new_users.chunks(user_rows_per_statement(POSTGRES_MAX_BINDS)) {
-                inserted.extend(
-                    diesel::insert_into(users::table)
-                        .values(chunk)
-                        .returning(User::as_returning())
-                        .get_results(conn)
-                        .await?,
-                );
-            }
-            Ok(inserted)
-        })
-        .await
-    }
 }
-
-/// Bulk insert: one multi-row `INSERT` per chunk of rows that fits the
-/// backend's bind limit, every chunk in one transaction.
-pub(crate) trait InsertUsers {
-    /// Inserts `users` and returns them as stored, in order.
-    fn insert_users(&mut self, users: &[NewUser]) -> QueryResult<Vec<User>>;
-}
-
-/// The chunk size for `NewUser` rows under `max_binds` parameters.
-const fn user_rows_per_statement(max_binds: usize) -> usize {
-    max_binds / NEW_USER_BINDS
-}
-
-macro_rules! impl_insert_users_sync {
-    ($conn:ty, $max_binds:expr, $transaction:ident) => {
-        impl InsertUsers for $conn {
-            fn insert_users(&mut self, new_users: &[NewUser]) -> QueryResult<Vec<User>> {
-                use diesel::RunQueryDsl;
-                self.$transaction(|conn| {
-                    let mut inserted = Vec::with_capacity(new_users.len());
-                    for chunk in new_users.chunks(user_rows_per_statement($max_binds)) {
-                        inserted.extend(
-                            diesel::insert_into(users::table)
-                                .values(chunk)
-                                .returning(User::as_returning())
-                                .get_results(conn)?,
-                        );
-                    }
-                    Ok(inserted)
-                })
-            }
-        }
-    };
-}
-
-// SQLite has one writer at a time: a write transaction takes the lock when it
-// begins (BEGIN IMMEDIATE) and waits out the busy timeout there, instead of
-// failing mid-way when its read lock cannot be upgraded.
-impl_insert_users_sync!(SqliteConnection, SQLITE_MAX_BINDS, immediate_transaction);
-#[cfg(feature = "sync")]
-impl_insert_users_sync!(diesel::pg::PgConnection, POSTGRES_MAX_BINDS, transaction);

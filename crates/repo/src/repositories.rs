@@ -88,6 +88,21 @@ macro_rules! with_repository_list {
                 call!(self, |c| c.users_by_name(last_name, &pattern))
             }
 
+            /// One user with their posts: 2 statements.
+            pub fn get_with_posts(&self, id: i32) -> UserWithPosts {
+                validate::id("id", id)?;
+                let user = call!(self, |c| c.user_with_posts(id))?;
+                found(user, "user", || format!("id {id}"))
+            }
+
+            /// One user with their posts and the posts' comments: 3
+            /// statements whatever the number of posts (2 when there are none).
+            pub fn get_with_posts_and_comments(&self, id: i32) -> UserWithPostsAndComments {
+                validate::id("id", id)?;
+                let user = call!(self, |c| c.user_with_posts_and_comments(id))?;
+                found(user, "user", || format!("id {id}"))
+            }
+
             /// The first `limit` active users with their posts: 2 statements,
             /// whatever the number of users.
             pub fn users_with_posts(&self, limit: i64) -> Vec<UserWithPosts> {
@@ -111,6 +126,16 @@ macro_rules! with_repository_list {
             pub fn create(&self, post: &NewPost) -> Post {
                 validate::new_post(post)?;
                 call_write!(self, "author_id", |c| c.insert_post(post))
+            }
+
+            /// Inserts many posts in one transaction, one multi-row `INSERT`
+            /// per chunk that fits the bind limit. All or nothing.
+            pub fn create_many(&self, posts: &[NewPost]) -> Vec<Post> {
+                posts.iter().try_for_each(validate::new_post)?;
+                if posts.is_empty() {
+                    return Ok(Vec::new());
+                }
+                call_write!(self, "author_id", |c| c.insert_posts(posts))
             }
 
             /// The post with this id. 1 statement.
@@ -183,6 +208,16 @@ macro_rules! with_repository_list {
             pub fn create(&self, comment: &NewComment) -> Comment {
                 validate::new_comment(comment)?;
                 call_write!(self, "post_id or author_id", |c| c.insert_comment(comment))
+            }
+
+            /// Inserts many comments in one transaction, one multi-row
+            /// `INSERT` per chunk that fits the bind limit. All or nothing.
+            pub fn create_many(&self, comments: &[NewComment]) -> Vec<Comment> {
+                comments.iter().try_for_each(validate::new_comment)?;
+                if comments.is_empty() {
+                    return Ok(Vec::new());
+                }
+                call_write!(self, "post_id or author_id", |c| c.insert_comments(comments))
             }
 
             /// The comment with this id. 1 statement.
