@@ -1,14 +1,18 @@
 //! `keel`: the command line of the keel data layer.
 //!
-//! Today it manages the schema (`keel migrate run | revert | redo | status`)
-//! on the database `DATABASE_URL` names; without one, on the SQLite file
-//! `keel.db` in the working directory.
+//! - `keel migrate run | revert | redo | status`: the schema migrations;
+//! - `keel serve`: the JSON API on keel-repo's async mode.
+//!
+//! The database is `--database-url`, else `DATABASE_URL` (a `.env` file
+//! counts), else the SQLite file `keel.db` in the working directory.
 
 mod migrate;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use keel_repo::{DatabaseConfig, DatabaseUrl};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +35,8 @@ enum Command {
     /// Apply, revert or list the schema migrations embedded in this binary.
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// Serve the JSON API (migrates first unless --no-migrate).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,16 +47,45 @@ fn main() -> ExitCode {
         eprintln!("warning: ignoring .env: {error}");
     }
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Migrate(command) => migrate::run(cli.database_url.as_deref(), command),
+    init_logging();
+    let result = match &cli.command {
+        Command::Migrate(command) => {
+            migrate::run(cli.database_url.as_deref(), command).map_err(Into::into)
+        }
+        Command::Serve(args) => {
+            database_config(cli.database_url.as_deref()).and_then(|config| serve::run(config, args))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", one_line(&error));
+            eprintln!("error: {}", one_line(&*error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The pool configuration from the environment, with `--database-url` on top.
+fn database_config(
+    database_url: Option<&str>,
+) -> Result<DatabaseConfig, Box<dyn std::error::Error>> {
+    let mut config = DatabaseConfig::from_env()?;
+    if let Some(url) = database_url {
+        config.url = DatabaseUrl::parse(url)?;
+    }
+    Ok(config)
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
 }
 
 /// Drivers (libpq above all) write multi-line messages; a command line

@@ -19,7 +19,10 @@ pub(crate) enum MigrateCommand {
     Status,
 }
 
-pub(crate) fn run(database_url: Option<&str>, command: MigrateCommand) -> Result<(), MigrateError> {
+pub(crate) fn run(
+    database_url: Option<&str>,
+    command: &MigrateCommand,
+) -> Result<(), MigrateError> {
     let url = match database_url {
         Some(url) => DatabaseUrl::parse(url)?,
         None => DatabaseUrl::from_env()?,
@@ -36,7 +39,7 @@ pub(crate) fn run(database_url: Option<&str>, command: MigrateCommand) -> Result
             }
         }
         MigrateCommand::Revert { steps } => {
-            let reverted = migrator.revert(steps as usize)?;
+            let reverted = migrator.revert(*steps as usize)?;
             if reverted.is_empty() {
                 println!("{url}: nothing to revert, no migration is applied");
             } else {

@@ -16,3 +16,14 @@ mod user;
 pub use comment::{Comment, CommentChangeset, NewComment};
 pub use post::{NewPost, Post, PostChangeset};
 pub use user::{NewUser, User, UserChangeset};
+
+/// Deserializes a field that is present in the input, `null` included, as
+/// `Some(value)`: with `#[serde(default)]`, an absent field stays `None`, so a
+/// changeset tells "leave it" (absent) from "clear it" (`null`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}

@@ -34,7 +34,8 @@ pub struct NewPost {
 }
 
 /// Changes to a post: `None` leaves a column unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Eq, AsChangeset)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, AsChangeset, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[diesel(table_name = posts)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct PostChangeset {

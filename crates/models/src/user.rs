@@ -25,6 +25,7 @@ pub struct User {
 /// batch of these go out as one multi-row `INSERT` on SQLite too (with the
 /// default, diesel falls back to one statement per row there).
 #[derive(Debug, Clone, PartialEq, Eq, Insertable, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[diesel(table_name = users)]
 #[diesel(treat_none_as_default_value = false)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -37,14 +38,18 @@ pub struct NewUser {
 }
 
 /// Changes to a user: `None` leaves a column unchanged; for the nullable
-/// columns, `Some(None)` sets `NULL`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, AsChangeset)]
+/// columns, `Some(None)` sets `NULL`. In JSON, an absent field leaves the
+/// column alone and `null` clears a nullable one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, AsChangeset, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[diesel(table_name = users)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct UserChangeset {
     pub email: Option<String>,
     pub full_name: Option<String>,
+    #[serde(deserialize_with = "crate::present")]
     pub first_name: Option<Option<String>>,
+    #[serde(deserialize_with = "crate::present")]
     pub last_name: Option<Option<String>>,
     pub is_active: Option<bool>,
 }

@@ -1,0 +1,195 @@
+//! The API's error responses: `{"error": {"code", "message", "field"?}}`
+//! with the status that fits, and extractors whose rejections use that
+//! shape too, so bad input never becomes a 500 or a bare text body.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use keel_repo::RepoError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// A 422 naming the offending field.
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.to_owned()),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", message)
+        }
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(error: RepoError) -> Self {
+        let message = error.to_string();
+        match error {
+            RepoError::NotFound { .. } => Self::not_found(message),
+            RepoError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            RepoError::RelatedMissing { field } => Self {
+                field: Some(field),
+                ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "related_missing", message)
+            },
+            RepoError::Validation { field, .. } => Self::invalid(field, message),
+            RepoError::PoolTimeout { .. } | RepoError::Connection(_) => {
+                tracing::warn!(%message, "database unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; try again shortly",
+                )
+            }
+            other => {
+                // The detail goes to the log, not to the client.
+                tracing::error!(error = %other, "database error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s: malformed JSON 400, wrong
+/// content type 415, too large 413, a well-formed body of the wrong shape 422.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(e) => Self::data_error(&e.body_text()),
+                JsonRejection::JsonSyntaxError(e) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
+                }
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as JSON with Content-Type: application/json",
+                ),
+                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        "the request body is too large",
+                    )
+                }
+                other => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
+            }),
+        }
+    }
+}
+
+impl<T> JsonBody<T> {
+    /// serde's message names the field where it can (`missing field `email``).
+    fn data_error(text: &str) -> ApiError {
+        let field = text
+            .split('`')
+            .nth(1)
+            .filter(|_| text.contains("field"))
+            .map(str::to_owned);
+        ApiError {
+            field,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", text)
+        }
+    }
+}
+
+/// `Path<T>` whose rejections are 400s in the API's shape (`/users/abc`).
+pub(crate) struct PathParam<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for PathParam<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|e: PathRejection| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text())
+            })
+    }
+}
+
+/// `Query<T>` whose rejections are 400s in the API's shape (`?limit=x`).
+pub(crate) struct QueryParams<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|e: QueryRejection| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
+            })
+    }
+}

@@ -1,0 +1,369 @@
+//! `keel serve` driven over real HTTP: the real binary on an ephemeral port,
+//! on SQLite and on PostgreSQL, each test with a database of its own.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_tests::TestDatabase;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A running `keel serve`; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    address: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(database_url: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keel serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let address = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = address_tx.send(address);
+                }
+                lines.lock().expect("log").push(line);
+            }
+        });
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("keel serve did not start: {:?}", log.lock().expect("log")));
+        Self {
+            child,
+            base: format!("http://{address}"),
+            address,
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn query_count(response: &reqwest::Response) -> u64 {
+    response
+        .headers()
+        .get("x-query-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("X-Query-Count header")
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.expect("JSON body")
+}
+
+fn user_body(n: u32) -> Value {
+    json!({
+        "email": format!("user{n}@example.com"),
+        "full_name": format!("First{n} Last{n}"),
+        "first_name": format!("First{n}"),
+        "last_name": format!("Last{n}"),
+        "is_active": true,
+    })
+}
+
+async fn create_user(http: &reqwest::Client, server: &Server, n: u32) -> Value {
+    let response = http
+        .post(server.url("/users"))
+        .json(&user_body(n))
+        .send()
+        .await
+        .expect("POST /users");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    json_of(response).await
+}
+
+/// Each test body runs against SQLite and PostgreSQL, with `$server` started
+/// on a fresh database and `$http` a client.
+macro_rules! serve_tests {
+    ($( async fn $name:ident($server:ident, $http:ident) $body:block )*) => {
+        mod sqlite {
+            use super::*;
+            $( #[tokio::test] async fn $name() {
+                let fixture = keel_tests::SqliteTestDatabase::create();
+                let $server = Server::start(fixture.database_url().as_connection_str());
+                let $http = reqwest::Client::new();
+                $body
+            } )*
+        }
+        mod postgres {
+            use super::*;
+            $( #[tokio::test] async fn $name() {
+                let Some(fixture) = keel_tests::PgTestDatabase::create() else { return };
+                let $server = Server::start(fixture.database_url().as_connection_str());
+                let $http = reqwest::Client::new();
+                $body
+            } )*
+        }
+    };
+}
+
+serve_tests! {
+    async fn users_are_created_read_changed_and_deleted(server, http) {
+        let user = create_user(&http, &server, 1).await;
+        let id = user["id"].as_i64().expect("id");
+
+        let got = http.get(server.url(&format!("/users/{id}"))).send().await.expect("GET");
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(query_count(&got), 1);
+        assert_eq!(json_of(got).await, user);
+
+        let by_email = http.get(server.url("/users/by-email/user1@example.com")).send().await.expect("GET");
+        assert_eq!(json_of(by_email).await["id"], id);
+
+        let patched = http
+            .patch(server.url(&format!("/users/{id}")))
+            .json(&json!({ "full_name": "Renamed", "first_name": null }))
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(patched.status(), StatusCode::OK);
+        let patched = json_of(patched).await;
+        assert_eq!(patched["full_name"], "Renamed");
+        assert_eq!(patched["first_name"], Value::Null);
+        assert_eq!(patched["last_name"], "Last1", "absent fields stay as they were");
+
+        let post = http
+            .post(server.url(&format!("/users/{id}/posts")))
+            .json(&json!({ "title": "hello", "content": "world" }))
+            .send()
+            .await
+            .expect("POST post");
+        assert_eq!(post.status(), StatusCode::CREATED);
+        let post_id = json_of(post).await["id"].as_i64().expect("post id");
+
+        let deleted = http.delete(server.url(&format!("/users/{id}"))).send().await.expect("DELETE");
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        let gone = http.get(server.url(&format!("/users/{id}"))).send().await.expect("GET");
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        assert_eq!(json_of(gone).await["error"]["code"], "not_found");
+        let post_gone = http.get(server.url(&format!("/posts/{post_id}"))).send().await.expect("GET");
+        assert_eq!(post_gone.status(), StatusCode::NOT_FOUND, "the user's posts went with them");
+    }
+
+    async fn includes_load_one_statement_per_level(server, http) {
+        let user = create_user(&http, &server, 1).await;
+        let id = user["id"].as_i64().expect("id");
+        for n in 0..5 {
+            let post = http
+                .post(server.url(&format!("/users/{id}/posts")))
+                .json(&json!({ "title": format!("p{n}"), "content": "c" }))
+                .send()
+                .await
+                .expect("POST post");
+            let post_id = json_of(post).await["id"].as_i64().expect("post id");
+            for k in 0..3 {
+                let comment = http
+                    .post(server.url(&format!("/posts/{post_id}/comments")))
+                    .json(&json!({ "body": format!("c{k}"), "author_id": id }))
+                    .send()
+                    .await
+                    .expect("POST comment");
+                assert_eq!(comment.status(), StatusCode::CREATED);
+            }
+        }
+
+        let full = http.get(server.url(&format!("/users/{id}?include=posts.comments"))).send().await.expect("GET");
+        assert_eq!(query_count(&full), 3, "users, posts, comments: one statement each");
+        let full = json_of(full).await;
+        assert_eq!(full["posts"].as_array().map(Vec::len), Some(5));
+        assert_eq!(full["posts"][4]["comments"].as_array().map(Vec::len), Some(3));
+
+        let posts = http.get(server.url(&format!("/users/{id}?include=posts"))).send().await.expect("GET");
+        assert_eq!(query_count(&posts), 2);
+
+        let post_id = full["posts"][0]["post"]["id"].as_i64().expect("post id");
+        let post = http.get(server.url(&format!("/posts/{post_id}?include=author,comments"))).send().await.expect("GET");
+        assert_eq!(query_count(&post), 2, "post joined to its author, then comments");
+        let post = json_of(post).await;
+        assert_eq!(post["author"]["id"], id);
+        assert_eq!(post["comments"].as_array().map(Vec::len), Some(3));
+        let joined = http.get(server.url(&format!("/posts/{post_id}?include=author"))).send().await.expect("GET");
+        assert_eq!(query_count(&joined), 1);
+
+        let by_email = http.get(server.url("/posts?author_email=user1@example.com")).send().await.expect("GET");
+        assert_eq!(query_count(&by_email), 1);
+        assert_eq!(json_of(by_email).await.as_array().map(Vec::len), Some(5));
+
+        let page = json_of(http.get(server.url(&format!("/posts/{post_id}/comments?limit=2"))).send().await.expect("GET")).await;
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+        let next = page["next"].as_i64().expect("next cursor");
+        let rest = json_of(
+            http.get(server.url(&format!("/posts/{post_id}/comments?after={next}&limit=2"))).send().await.expect("GET"),
+        )
+        .await;
+        assert_eq!(rest["items"].as_array().map(Vec::len), Some(1));
+        assert_eq!(rest["next"], Value::Null);
+    }
+
+    async fn user_pages_follow_the_cursor(server, http) {
+        for n in 1..=5 {
+            create_user(&http, &server, n).await;
+        }
+        let mut seen = Vec::new();
+        let mut url = server.url("/users?limit=2");
+        loop {
+            let page = json_of(http.get(&url).send().await.expect("GET")).await;
+            seen.extend(page["items"].as_array().expect("items").iter().map(|u| u["id"].as_i64().expect("id")));
+            match page["next"].as_i64() {
+                Some(next) => url = server.url(&format!("/users?limit=2&after={next}")),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 5);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        let capped = json_of(http.get(server.url("/users?limit=100000")).send().await.expect("GET")).await;
+        assert_eq!(capped["items"].as_array().map(Vec::len), Some(5), "an over-large limit is capped, not an error");
+    }
+
+    async fn bad_input_gets_the_right_status_and_a_json_error(server, http) {
+        create_user(&http, &server, 1).await;
+        let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+            (http.get(server.url("/users/abc")), StatusCode::BAD_REQUEST, "bad_path"),
+            (http.get(server.url("/users/99999999999")), StatusCode::BAD_REQUEST, "bad_path"),
+            (http.get(server.url("/users?limit=x")), StatusCode::BAD_REQUEST, "bad_query"),
+            (http.get(server.url("/users?limit=0")), StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            (http.get(server.url("/users/1?include=friends")), StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            (http.get(server.url("/users/424242")), StatusCode::NOT_FOUND, "not_found"),
+            (http.get(server.url("/users/-1")), StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            (http.get(server.url("/posts")), StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            (http.post(server.url("/users")).json(&user_body(1)), StatusCode::CONFLICT, "conflict"),
+            (
+                http.post(server.url("/users")).header("content-type", "application/json").body("{\"email\": "),
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+            ),
+            (http.post(server.url("/users")).body("email=x"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            (
+                http.post(server.url("/users")).json(&json!({ "email": "x@y.zz" })),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            ),
+            (
+                http.post(server.url("/users")).json(&json!({ "email": "not an email", "full_name": "x", "first_name": null, "last_name": null, "is_active": true })),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+            ),
+            (
+                http.post(server.url("/users/777/posts")).json(&json!({ "title": "t", "content": "c" })),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "related_missing",
+            ),
+            (
+                http.post(server.url("/users")).header("content-type", "application/json").body(format!("{{\"email\": \"{}\"}}", "x".repeat(100_000))),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+            ),
+        ];
+        for (request, status, code) in cases {
+            let response = request.send().await.expect("request");
+            assert_eq!(response.status(), status, "{code}");
+            let body = json_of(response).await;
+            assert_eq!(body["error"]["code"], code, "{body}");
+            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        let users = json_of(http.get(server.url("/users")).send().await.expect("GET")).await;
+        assert_eq!(users["items"].as_array().map(Vec::len), Some(1), "no bad request wrote anything");
+        let invalid = json_of(
+            http.post(server.url("/users"))
+                .json(&json!({ "email": "bad", "full_name": "x", "first_name": null, "last_name": null, "is_active": true }))
+                .send()
+                .await
+                .expect("POST"),
+        )
+        .await;
+        assert_eq!(invalid["error"]["field"], "email");
+    }
+
+    async fn health_and_metrics_report_the_service(server, http) {
+        let health = http.get(server.url("/healthz")).send().await.expect("GET");
+        assert_eq!(health.status(), StatusCode::OK);
+        assert_eq!(json_of(health).await["pending_migrations"], 0);
+        create_user(&http, &server, 1).await;
+        let metrics = http.get(server.url("/metrics")).send().await.expect("GET").text().await.expect("text");
+        assert!(metrics.contains("keel_http_requests_total{method=\"POST\",status=\"201\"} 1"), "{metrics}");
+        assert!(metrics.contains("keel_http_request_duration_seconds_bucket"), "{metrics}");
+        assert!(metrics.contains("keel_db_statements_total"), "{metrics}");
+        let logged = server.log().iter().any(|l| l.contains("request") && l.contains("/users") && l.contains("statements=1"));
+        assert!(logged, "one log line per request with its statements: {:?}", server.log());
+    }
+}
+
+/// SIGTERM while a request is half-sent: the server finishes that request,
+/// then exits 0.
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    let fixture = keel_tests::SqliteTestDatabase::create();
+    let mut server = Server::start(fixture.database_url().as_connection_str());
+    let body = user_body(1).to_string();
+    let mut stream = TcpStream::connect(&server.address).expect("connect");
+    write!(
+        stream,
+        "POST /users HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.address,
+        body.len()
+    )
+    .expect("headers");
+    stream
+        .write_all(&body.as_bytes()[..10])
+        .expect("part of the body");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(200));
+    stream
+        .write_all(&body.as_bytes()[10..])
+        .expect("rest of the body");
+
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let status = server.child.wait().expect("exit");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("closing the database pool")),
+        "{:?}",
+        server.log()
+    );
+}
