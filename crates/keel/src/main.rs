@@ -1,11 +1,14 @@
 //! `keel`: the command line of the keel data layer.
 //!
 //! - `keel migrate run | revert | redo | status`: the schema migrations;
-//! - `keel serve`: the JSON API on keel-repo's async mode.
+//! - `keel serve`: the JSON API on keel-repo's async mode;
+//! - `keel doctor`: schema health; `keel explain`: query plans.
 //!
 //! The database is `--database-url`, else `DATABASE_URL` (a `.env` file
 //! counts), else the SQLite file `keel.db` in the working directory.
 
+mod doctor;
+mod explain;
 mod migrate;
 mod serve;
 
@@ -37,6 +40,10 @@ enum Command {
     Migrate(migrate::MigrateCommand),
     /// Serve the JSON API (migrates first unless --no-migrate).
     Serve(serve::ServeArgs),
+    /// Check the live schema: migrations, indexes, foreign keys, drift.
+    Doctor(doctor::DoctorArgs),
+    /// Print the database's plan for keel's named queries.
+    Explain(explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,14 +62,37 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             database_config(cli.database_url.as_deref()).and_then(|config| serve::run(config, args))
         }
+        Command::Doctor(args) => database_config(cli.database_url.as_deref())
+            .and_then(|config| doctor::run(&config, args))
+            .and_then(healthy),
+        Command::Explain(args) => database_config(cli.database_url.as_deref())
+            .and_then(|config| explain::run(&config, args))
+            .and_then(healthy),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<Unhealthy>() => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("error: {}", one_line(&*error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A check found problems and printed them: exit 1, nothing more to say.
+#[derive(Debug)]
+struct Unhealthy;
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("problems found")
+    }
+}
+
+impl std::error::Error for Unhealthy {}
+
+fn healthy(ok: bool) -> Result<(), Box<dyn std::error::Error>> {
+    if ok { Ok(()) } else { Err(Box::new(Unhealthy)) }
 }
 
 /// The pool configuration from the environment, with `--database-url` on top.

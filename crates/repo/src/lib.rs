@@ -80,8 +80,12 @@
 #[cfg(feature = "async")]
 pub mod asynchronous;
 mod bulk;
+pub mod catalog;
 mod config;
+mod connection;
+pub mod doctor;
 mod error;
+pub mod explain;
 mod instrumentation;
 pub mod loading;
 mod ops;
@@ -95,10 +99,12 @@ pub mod sync;
 mod validate;
 
 pub use config::{ConfigError, DatabaseConfig, DatabaseUrl};
+pub use connection::AnyConnection;
 pub use error::RepoError;
 pub use instrumentation::StatementCounter;
 pub use loading::{
     PostWithAuthorAndComments, PostWithComments, UserWithPosts, UserWithPostsAndComments,
 };
 pub use requests::{CommentsQuery, MAX_PAGE_SIZE, Page};
+pub use retry::{RetryPolicy, RetryableError};
 pub use scope::QueryScope;

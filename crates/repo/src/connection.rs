@@ -1,0 +1,40 @@
+//! One sync connection to whichever backend the configuration names: for
+//! operator work (`keel doctor`, `keel explain`) that needs no pool.
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, ConnectionError};
+
+use crate::{DatabaseConfig, DatabaseUrl, RepoError};
+
+/// A single connection, PostgreSQL or SQLite.
+pub enum AnyConnection {
+    /// PostgreSQL (libpq).
+    Postgres(PgConnection),
+    /// SQLite, set up as pooled connections are (busy timeout, WAL, foreign keys).
+    Sqlite(SqliteConnection),
+}
+
+impl AnyConnection {
+    /// Opens a connection to the database `config` names.
+    pub fn establish(config: &DatabaseConfig) -> Result<Self, RepoError> {
+        let failed = |e: ConnectionError| {
+            RepoError::Connection(format!(
+                "{} at {}: {e}",
+                config.url.backend_name(),
+                config.url
+            ))
+        };
+        Ok(match &config.url {
+            DatabaseUrl::Postgres(url) => {
+                Self::Postgres(PgConnection::establish(&config.postgres_url(url)).map_err(failed)?)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(path).map_err(failed)?;
+                conn.batch_execute(&config.sqlite_setup_sql())?;
+                Self::Sqlite(conn)
+            }
+        })
+    }
+}
