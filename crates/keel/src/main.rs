@@ -2,6 +2,7 @@
 //!
 //! - `keel migrate run | revert | redo | status`: the schema migrations;
 //! - `keel serve`: the JSON API on keel-repo's async mode;
+//! - `keel seed`: WORKLOAD.md's data, in bulk, resumable;
 //! - `keel doctor`: schema health; `keel explain`: query plans.
 //!
 //! The database is `--database-url`, else `DATABASE_URL` (a `.env` file
@@ -10,6 +11,7 @@
 mod doctor;
 mod explain;
 mod migrate;
+mod seed;
 mod serve;
 
 use std::process::ExitCode;
@@ -40,6 +42,8 @@ enum Command {
     Migrate(migrate::MigrateCommand),
     /// Serve the JSON API (migrates first unless --no-migrate).
     Serve(serve::ServeArgs),
+    /// Load WORKLOAD.md's data (resumes an interrupted load).
+    Seed(seed::SeedArgs),
     /// Check the live schema: migrations, indexes, foreign keys, drift.
     Doctor(doctor::DoctorArgs),
     /// Print the database's plan for keel's named queries.
@@ -55,20 +59,22 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging();
-    let result = match &cli.command {
-        Command::Migrate(command) => {
-            migrate::run(cli.database_url.as_deref(), command).map_err(Into::into)
-        }
-        Command::Serve(args) => {
-            database_config(cli.database_url.as_deref()).and_then(|config| serve::run(config, args))
-        }
-        Command::Doctor(args) => database_config(cli.database_url.as_deref())
-            .and_then(|config| doctor::run(&config, args))
-            .and_then(healthy),
-        Command::Explain(args) => database_config(cli.database_url.as_deref())
-            .and_then(|config| explain::run(&config, args))
-            .and_then(healthy),
-    };
+    let result =
+        match &cli.command {
+            Command::Migrate(command) => {
+                migrate::run(cli.database_url.as_deref(), command).map_err(Into::into)
+            }
+            Command::Serve(args) => database_config(cli.database_url.as_deref())
+                .and_then(|config| serve::run(config, args)),
+            Command::Seed(args) => database_config(cli.database_url.as_deref())
+                .and_then(|config| seed::run(config, args)),
+            Command::Doctor(args) => database_config(cli.database_url.as_deref())
+                .and_then(|config| doctor::run(&config, args))
+                .and_then(healthy),
+            Command::Explain(args) => database_config(cli.database_url.as_deref())
+                .and_then(|config| explain::run(&config, args))
+                .and_then(healthy),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<Unhealthy>() => ExitCode::FAILURE,

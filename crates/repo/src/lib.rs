@@ -105,6 +105,5 @@ pub use instrumentation::StatementCounter;
 pub use loading::{
     PostWithAuthorAndComments, PostWithComments, UserWithPosts, UserWithPostsAndComments,
 };
-pub use requests::{CommentsQuery, MAX_PAGE_SIZE, Page};
-pub use retry::{RetryPolicy, RetryableError};
+pub use requests::{CommentsQuery, MAX_PAGE_SIZE, Page, TableSize, TableSizes};
 pub use scope::QueryScope;

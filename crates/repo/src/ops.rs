@@ -24,7 +24,7 @@ use crate::QueryScope;
 use crate::bulk::BulkInsert;
 use crate::loading::{self, PostWithAuthorAndComments, UserWithPosts, UserWithPostsAndComments};
 use crate::queries;
-use crate::requests::CommentsQuery;
+use crate::requests::{CommentsQuery, TableSize, TableSizes};
 
 /// Bind parameters one SQLite statement may carry (the bundled library's
 /// limit; PostgreSQL allows 65,535).
@@ -114,6 +114,30 @@ macro_rules! with_op_list {
         Ok(loading::users_with_posts_and_comments(users, posts, comments))
     }
 
+    fn table_sizes(&mut self) -> TableSizes {
+        let (users, max_user_id) = db!(queries::user_count_and_max_id().first(self))?;
+        let (posts, max_post_id) = db!(queries::post_count_and_max_id().first(self))?;
+        let (comments, max_comment_id) = db!(queries::comment_count_and_max_id().first(self))?;
+        Ok(TableSizes {
+            users: TableSize { rows: users, max_id: max_user_id },
+            posts: TableSize { rows: posts, max_id: max_post_id },
+            comments: TableSize { rows: comments, max_id: max_comment_id },
+        })
+    }
+
+    fn restart_id_sequences(&mut self) -> () {
+        let statements = backend::restart_id_sequences();
+        if statements.is_empty() {
+            return Ok(());
+        }
+        in_transaction!(self, |conn| {
+            for statement in statements {
+                db!(statement.execute(conn))?;
+            }
+            Ok(())
+        })
+    }
+
     fn insert_post(&mut self, post: &NewPost) -> Post {
         db!(diesel::insert_into(posts::table).values(post).returning(Post::as_returning()).get_result(self))
     }
@@ -172,7 +196,7 @@ macro_rules! with_op_list {
     }
 
     fn load_comments(&mut self, query: &CommentsQuery) -> Vec<Comment> {
-        db!(comments_matching(query).load(self))
+        db!(backend::comments_matching(query).load(self))
     }
 }
     };
@@ -196,13 +220,13 @@ macro_rules! declare_ops {
 /// Implements the trait for one connection type; `$id_chunk` is how many
 /// parent ids one `IN` list may carry on its backend.
 macro_rules! impl_ops {
-    ((sync $trait:ident for $conn:ty, $id_chunk:expr, $comments_matching:path)
+    ((sync $trait:ident for $conn:ty, $id_chunk:expr, $backend:path)
      $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
         impl $trait for $conn {
             $(
                 fn $name(&mut $this $(, $arg: $arg_ty)*) -> QueryResult<$ret> {
                     #[allow(unused_imports)]
-                    use $comments_matching as comments_matching;
+                    use $backend as backend;
                     #[allow(dead_code)]
                     const ID_LIST_CHUNK: usize = $id_chunk;
                     $body
@@ -210,13 +234,13 @@ macro_rules! impl_ops {
             )*
         }
     };
-    ((async $trait:ident for $conn:ty, $id_chunk:expr, $comments_matching:path)
+    ((async $trait:ident for $conn:ty, $id_chunk:expr, $backend:path)
      $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
         impl $trait for $conn {
             $(
                 async fn $name(&mut $this $(, $arg: $arg_ty)*) -> QueryResult<$ret> {
                     #[allow(unused_imports)]
-                    use $comments_matching as comments_matching;
+                    use $backend as backend;
                     #[allow(dead_code)]
                     const ID_LIST_CHUNK: usize = $id_chunk;
                     $body
@@ -239,12 +263,18 @@ mod blocking {
         };
     }
 
+    macro_rules! in_transaction {
+        ($conn:ident, |$c:ident| $body:block) => {
+            diesel::Connection::transaction($conn, |$c| $body)
+        };
+    }
+
     with_op_list!(
-        impl_ops!(sync BlockingOps for SqliteConnection, SQLITE_ID_LIST_CHUNK, queries::comments_matching_sqlite)
+        impl_ops!(sync BlockingOps for SqliteConnection, SQLITE_ID_LIST_CHUNK, queries::sqlite)
     );
     #[cfg(feature = "sync")]
     with_op_list!(
-        impl_ops!(sync BlockingOps for diesel::pg::PgConnection, usize::MAX, queries::comments_matching_pg)
+        impl_ops!(sync BlockingOps for diesel::pg::PgConnection, usize::MAX, queries::postgres)
     );
 }
 
@@ -374,7 +404,13 @@ mod nonblocking {
         };
     }
 
+    macro_rules! in_transaction {
+        ($conn:ident, |$c:ident| $body:block) => {
+            diesel_async::AsyncConnection::transaction($conn, async |$c| $body).await
+        };
+    }
+
     with_op_list!(
-        impl_ops!(async AsyncOps for diesel_async::AsyncPgConnection, usize::MAX, queries::comments_matching_pg)
+        impl_ops!(async AsyncOps for diesel_async::AsyncPgConnection, usize::MAX, queries::postgres)
     );
 }

@@ -62,6 +62,28 @@ pub fn users_by_name<'a, DB: Backend>(last_name: &'a str, first_name_pattern: &'
         .select(select)
 }
 
+/// How many users there are, and the highest id: `(count, max)`. Equal
+/// when ids run 1..=count without gaps (how a seeded load is resumed).
+#[dsl::auto_type]
+pub fn user_count_and_max_id() -> _ {
+    let highest: diesel::helper_types::max<users::id> = dsl::max(users::id);
+    users::table.select((dsl::count_star(), highest))
+}
+
+/// `(count, max id)` of posts.
+#[dsl::auto_type]
+pub fn post_count_and_max_id() -> _ {
+    let highest: diesel::helper_types::max<posts::id> = dsl::max(posts::id);
+    posts::table.select((dsl::count_star(), highest))
+}
+
+/// `(count, max id)` of comments.
+#[dsl::auto_type]
+pub fn comment_count_and_max_id() -> _ {
+    let highest: diesel::helper_types::max<comments::id> = dsl::max(comments::id);
+    comments::table.select((dsl::count_star(), highest))
+}
+
 /// One post by id.
 #[dsl::auto_type]
 pub fn post_by_id<DB: Backend>(id: i32) -> _ {
@@ -184,5 +206,39 @@ macro_rules! comments_matching {
 
 type AsSelectComment<DB> = AsSelect<Comment, DB>;
 
-comments_matching!(comments_matching_sqlite, diesel::sqlite::Sqlite);
-comments_matching!(comments_matching_pg, diesel::pg::Pg);
+/// The queries that differ by backend, one module per backend with the
+/// same names, so an executor names its backend once.
+pub(crate) mod postgres {
+    use super::*;
+
+    comments_matching!(comments_matching, diesel::pg::Pg);
+
+    /// Moves each id sequence past the table's highest id, so the next
+    /// insert gets `MAX(id) + 1` (a rolled-back insert consumes sequence
+    /// values; a resumed load needs ids to follow on). Run in a transaction:
+    /// the lock first waits out any writer still inserting (say, the server
+    /// side of a killed client), whose inserts would take sequence values.
+    pub(crate) fn restart_id_sequences() -> Vec<diesel::query_builder::SqlQuery> {
+        vec![
+            diesel::sql_query("LOCK TABLE users, posts, comments IN SHARE ROW EXCLUSIVE MODE"),
+            diesel::sql_query(
+            "SELECT \
+             setval(pg_get_serial_sequence('users', 'id'), COALESCE((SELECT MAX(id) FROM users), 0) + 1, false), \
+             setval(pg_get_serial_sequence('posts', 'id'), COALESCE((SELECT MAX(id) FROM posts), 0) + 1, false), \
+             setval(pg_get_serial_sequence('comments', 'id'), COALESCE((SELECT MAX(id) FROM comments), 0) + 1, false)",
+            ),
+        ]
+    }
+}
+
+/// See [`postgres`].
+pub(crate) mod sqlite {
+    use super::*;
+
+    comments_matching!(comments_matching, diesel::sqlite::Sqlite);
+
+    /// Nothing to do: an `INTEGER PRIMARY KEY` takes `MAX(id) + 1` anyway.
+    pub(crate) fn restart_id_sequences() -> Vec<diesel::query_builder::SqlQuery> {
+        Vec::new()
+    }
+}

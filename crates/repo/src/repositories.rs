@@ -103,6 +103,18 @@ macro_rules! with_repository_list {
                 found(user, "user", || format!("id {id}"))
             }
 
+            /// Rows and highest id of every table: 3 statements.
+            pub fn table_sizes(&self) -> TableSizes {
+                call!(self, |c| c.table_sizes())
+            }
+
+            /// Moves every table's id sequence past its highest id, so the
+            /// next insert gets `MAX(id) + 1`: for loads that must resume
+            /// with ids following on. 1 statement on PostgreSQL, none on SQLite.
+            pub fn restart_id_sequences(&self) -> () {
+                call!(self, |c| c.restart_id_sequences())
+            }
+
             /// The first `limit` active users with their posts: 2 statements,
             /// whatever the number of users.
             pub fn users_with_posts(&self, limit: i64) -> Vec<UserWithPosts> {

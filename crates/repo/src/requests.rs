@@ -130,3 +130,23 @@ impl CommentsQuery {
         self
     }
 }
+
+/// Rows in a table and its highest id (`None` when empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TableSize {
+    /// `COUNT(*)`.
+    pub rows: i64,
+    /// `MAX(id)`.
+    pub max_id: Option<i32>,
+}
+
+/// The size of every table: what a resumable load needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TableSizes {
+    /// `users`.
+    pub users: TableSize,
+    /// `posts`.
+    pub posts: TableSize,
+    /// `comments`.
+    pub comments: TableSize,
+}

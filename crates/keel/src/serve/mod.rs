@@ -38,6 +38,10 @@ pub(crate) struct ServeArgs {
     /// Do not apply pending migrations at start.
     #[arg(long)]
     no_migrate: bool,
+    /// Seed an empty database with this many users (10 posts each, 2
+    /// comments per post) before serving, so there is data to look at.
+    #[arg(long, value_name = "USERS")]
+    seed: Option<i64>,
 }
 
 /// Runs the service until Ctrl-C or SIGTERM; in-flight requests finish,
@@ -57,6 +61,15 @@ async fn serve(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn s
     if !args.no_migrate {
         let applied = db.run_migrations().await?;
         tracing::info!(count = applied.len(), "migrations applied");
+    }
+    if let Some(users) = args.seed {
+        let workload = keel_workload::Workload::new(users, 10, 2)?;
+        match crate::seed::seed(&db, &workload).await {
+            Err(crate::seed::SeedError::NotResumable { table, .. }) => {
+                tracing::warn!(table, "the database already holds other data: not seeding");
+            }
+            other => other?,
+        }
     }
     let state = AppState {
         db: Arc::new(db),

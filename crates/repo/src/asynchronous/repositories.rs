@@ -9,7 +9,7 @@ use super::AsyncExecutor;
 use crate::asynchronous::ConnGuard as _;
 use crate::loading::{PostWithAuthorAndComments, UserWithPosts, UserWithPostsAndComments};
 use crate::repositories::{impl_repositories, with_repository_list};
-use crate::requests::{self, CommentsQuery, MAX_PAGE_SIZE, Page, found};
+use crate::requests::{self, CommentsQuery, MAX_PAGE_SIZE, Page, TableSizes, found};
 use crate::{RepoError, validate};
 
 /// Runs one operation on a connection from the executor.

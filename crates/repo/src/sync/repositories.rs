@@ -8,7 +8,7 @@ use keel_models::{
 use super::{Executor, run};
 use crate::loading::{PostWithAuthorAndComments, UserWithPosts, UserWithPostsAndComments};
 use crate::repositories::{impl_repositories, with_repository_list};
-use crate::requests::{self, CommentsQuery, MAX_PAGE_SIZE, Page, found};
+use crate::requests::{self, CommentsQuery, MAX_PAGE_SIZE, Page, TableSizes, found};
 use crate::{RepoError, validate};
 
 /// Runs one operation on a connection from the executor.

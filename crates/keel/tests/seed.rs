@@ -1,0 +1,106 @@
+//! `keel seed`: WORKLOAD.md's rows and checksums, whole chunks only when
+//! killed, and a rerun that completes the load.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use keel_repo::DatabaseConfig;
+use keel_repo::sync::Database;
+use keel_tests::{TestDatabase, backend_tests};
+use keel_workload::{GraphChecksum, Workload};
+
+fn seed_command(db: &impl TestDatabase, users: u32) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .args(["seed", "--users", &users.to_string()])
+        .env("DATABASE_URL", db.database_url().as_connection_str())
+        .env("RUST_LOG", "info");
+    command
+}
+
+fn succeeded(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "keel seed failed: {stderr}");
+    stderr
+}
+
+/// The graph checksum of B2, read back through the repo.
+fn graph_checksum(db: &Database) -> GraphChecksum {
+    let mut checksum = GraphChecksum::default();
+    for user in db
+        .users()
+        .users_with_posts_and_comments(1000)
+        .expect("eager load")
+    {
+        checksum.add_user();
+        for post in user.posts {
+            checksum.add_post();
+            for comment in post.comments {
+                checksum.add_comment(&comment.body);
+            }
+        }
+    }
+    checksum
+}
+
+fn assert_complete(db: &impl TestDatabase, workload: &Workload) {
+    let repo = Database::connect(&DatabaseConfig::new(db.database_url())).expect("pool");
+    let sizes = repo.users().table_sizes().expect("sizes");
+    assert_eq!(sizes.users.rows, i64::from(workload.user_count()));
+    assert_eq!(sizes.posts.rows, i64::from(workload.post_count()));
+    assert_eq!(sizes.comments.rows, i64::from(workload.comment_count()));
+    assert_eq!(graph_checksum(&repo), workload.expected_graph());
+    for id in workload.lookup_ids(50) {
+        let user = repo.users().get_by_id(id).expect("lookup");
+        assert_eq!(user.email, Workload::email(id));
+    }
+}
+
+backend_tests! {
+    fn seed_loads_the_workload_rows_and_checksums(db) {
+        let log = succeeded(seed_command(db, 300).output().expect("run"));
+        assert!(log.contains("seeded"), "{log}");
+        assert_complete(db, &Workload::new(300, 10, 2).expect("sizes"));
+        let again = succeeded(seed_command(db, 300).output().expect("run"));
+        assert!(again.contains("already seeded"), "{again}");
+    }
+
+    fn a_rerun_completes_an_interrupted_load(db) {
+        succeeded(seed_command(db, 300).output().expect("run"));
+        // What a kill between chunks leaves: the tail of the load missing.
+        db.connect()
+            .batch_execute("DELETE FROM comments; DELETE FROM posts WHERE id > 1500;")
+            .expect("cut the load short");
+        succeeded(seed_command(db, 300).output().expect("rerun"));
+        assert_complete(db, &Workload::new(300, 10, 2).expect("sizes"));
+    }
+
+    fn a_load_with_other_sizes_is_not_continued(db) {
+        succeeded(seed_command(db, 100).output().expect("run"));
+        let output = seed_command(db, 200).output().expect("run");
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("not the first rows of this workload"), "{stderr}");
+    }
+
+    fn killed_half_way_leaves_whole_chunks_and_a_rerun_finishes(db) {
+        let mut child = seed_command(db, 4000).spawn().expect("start");
+        std::thread::sleep(Duration::from_millis(600));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let repo = Database::connect(&DatabaseConfig::new(db.database_url())).expect("pool");
+        let sizes = repo.users().table_sizes().expect("sizes");
+        let workload = Workload::new(4000, 10, 2).expect("sizes");
+        for (rows, total) in [
+            (sizes.users.rows, workload.user_count()),
+            (sizes.posts.rows, workload.post_count()),
+            (sizes.comments.rows, workload.comment_count()),
+        ] {
+            assert!(rows % 10_000 == 0 || rows == i64::from(total), "{rows} rows: a chunk was cut in half");
+        }
+        drop(repo);
+        succeeded(seed_command(db, 4000).output().expect("rerun"));
+        assert_complete(db, &workload);
+    }
+}
