@@ -1,0 +1,134 @@
+//! The command line: sizes, which backends, modes and steps, repeats, where
+//! PostgreSQL is and where the reports go.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::steps::{Backend, Mode, Step};
+
+/// Runs WORKLOAD.md's steps through keel-repo and through hand-written SQL
+/// on the plain drivers, verifies every checksum, and reports keel's time
+/// over the hand-written time per step. Exits 1 on any checksum mismatch.
+#[derive(Debug, Parser)]
+#[command(name = "keel-bench", version)]
+pub struct Args {
+    /// U: users to insert.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: i64,
+    /// P: posts per user.
+    #[arg(long, default_value_t = 10)]
+    pub posts_per_user: i64,
+    /// C: comments per post.
+    #[arg(long, default_value_t = 2)]
+    pub comments_per_post: i64,
+    /// Which database(s) to run on.
+    #[arg(long, value_enum, default_value_t = BackendChoice::All)]
+    pub backend: BackendChoice,
+    /// Which keel-repo mode(s) to run.
+    #[arg(long, value_enum, default_value_t = ModeChoice::All)]
+    pub mode: ModeChoice,
+    /// Steps to run, comma-separated (B6 runs in async mode on PostgreSQL
+    /// only, B7 on PostgreSQL only).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        ignore_case = true,
+        default_value = "B1,B2,B3,B4,B5,B6,B7"
+    )]
+    pub steps: Vec<Step>,
+    /// Runs of each read step (B2-B6); the best is reported, with every run.
+    /// Load steps (B1, B7) run once, into fresh tables.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// The PostgreSQL server; the bench creates a database of its own there
+    /// (uniquely named) and drops it at the end.
+    #[arg(
+        long,
+        env = "KEEL_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pub pg_url: String,
+    /// Where the JSON, Markdown and SVG reports are written.
+    #[arg(long, default_value = "target/bench")]
+    pub out_dir: PathBuf,
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// SQLite only.
+    Sqlite,
+    /// PostgreSQL only.
+    Postgres,
+    /// Both.
+    All,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeChoice {
+    /// keel-repo's blocking API (r2d2).
+    Sync,
+    /// keel-repo's async API (diesel-async, deadpool).
+    Async,
+    /// Both.
+    All,
+}
+
+impl Args {
+    /// The backends to run, SQLite first.
+    pub fn backends(&self) -> Vec<Backend> {
+        match self.backend {
+            BackendChoice::Sqlite => vec![Backend::Sqlite],
+            BackendChoice::Postgres => vec![Backend::Postgres],
+            BackendChoice::All => vec![Backend::Sqlite, Backend::Postgres],
+        }
+    }
+
+    /// The modes to run, sync first.
+    pub fn modes(&self) -> Vec<Mode> {
+        match self.mode {
+            ModeChoice::Sync => vec![Mode::Sync],
+            ModeChoice::Async => vec![Mode::Async],
+            ModeChoice::All => vec![Mode::Sync, Mode::Async],
+        }
+    }
+
+    /// The steps asked for, in step order, each once.
+    pub fn selected_steps(&self) -> Vec<Step> {
+        let mut steps = self.steps.clone();
+        steps.sort();
+        steps.dedup();
+        steps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_everything() {
+        let args = Args::try_parse_from(["keel-bench"]).expect("defaults parse");
+        assert_eq!(
+            (args.users, args.posts_per_user, args.comments_per_post),
+            (10_000, 10, 2)
+        );
+        assert_eq!(args.backends(), [Backend::Sqlite, Backend::Postgres]);
+        assert_eq!(args.modes(), [Mode::Sync, Mode::Async]);
+        assert_eq!(args.selected_steps().len(), 7);
+        assert_eq!(args.repeat, 3);
+    }
+
+    #[test]
+    fn steps_parse_in_any_case_and_order() {
+        let args = Args::try_parse_from(["keel-bench", "--steps", "b4,B2,B4", "--mode", "async"])
+            .expect("parses");
+        assert_eq!(args.selected_steps(), [Step::B2, Step::B4]);
+        assert_eq!(args.modes(), [Mode::Async]);
+        assert!(Args::try_parse_from(["keel-bench", "--steps", "B9"]).is_err());
+        assert!(Args::try_parse_from(["keel-bench", "--repeat", "0"]).is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! The databases the bench owns (a fresh SQLite file, a uniquely named
+//! PostgreSQL database dropped at the end) and the untimed chores around the
+//! steps: fresh tables, ANALYZE, and the load check.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use keel_migrations::{DatabaseUrl, Migrator};
+use keel_workload::{LoadChecksum, Workload};
+
+use crate::baseline::sqlite;
+use crate::steps::Backend;
+
+/// A database of the bench's own, removed when dropped.
+pub enum BenchDatabase {
+    /// A SQLite file in a directory that is deleted with it.
+    Sqlite {
+        /// Holds the file; removed with it when this value drops.
+        _dir: tempfile::TempDir,
+        /// The file.
+        path: String,
+    },
+    /// A PostgreSQL database, dropped (with its connections) at the end.
+    Postgres {
+        /// The server, without a database.
+        server: String,
+        /// The database's name.
+        name: String,
+    },
+}
+
+impl BenchDatabase {
+    /// A new, empty database. SQLite's file goes in a fresh directory under
+    /// `work_dir` (on disk, where a real database would be).
+    pub fn create(backend: Backend, pg_server: &str, work_dir: &Path) -> anyhow::Result<Self> {
+        match backend {
+            Backend::Sqlite => {
+                std::fs::create_dir_all(work_dir)
+                    .with_context(|| format!("creating {}", work_dir.display()))?;
+                let dir = tempfile::Builder::new()
+                    .prefix("sqlite-")
+                    .tempdir_in(work_dir)?;
+                let path = dir.path().join("bench.db").display().to_string();
+                Ok(Self::Sqlite { _dir: dir, path })
+            }
+            Backend::Postgres => {
+                let server = server_url(pg_server);
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let name = format!("keel_bench_{}_{nanos}", std::process::id());
+                let mut admin =
+                    postgres::Client::connect(&with_database(&server, "postgres"), postgres::NoTls)
+                        .with_context(|| {
+                            format!("connecting to PostgreSQL at {}", hide_password(&server))
+                        })?;
+                admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+                Ok(Self::Postgres { server, name })
+            }
+        }
+    }
+
+    /// The URL keel is given.
+    pub fn url(&self) -> DatabaseUrl {
+        match self {
+            Self::Sqlite { path, .. } => DatabaseUrl::Sqlite(path.clone()),
+            Self::Postgres { server, name } => DatabaseUrl::Postgres(with_database(server, name)),
+        }
+    }
+
+    /// Where the database is, for the report (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite { path, .. } => path.clone(),
+            Self::Postgres { server, name } => hide_password(&with_database(server, name)),
+        }
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        match self {
+            // The TempDir removes the directory and the file when it drops.
+            Self::Sqlite { .. } => {}
+            Self::Postgres { server, name } => {
+                let dropped =
+                    postgres::Client::connect(&with_database(server, "postgres"), postgres::NoTls)
+                        .and_then(|mut admin| {
+                            admin.batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                        });
+                if let Err(error) = dropped {
+                    eprintln!("keel-bench: could not drop database {name}: {error}");
+                }
+            }
+        }
+    }
+}
+
+/// `url` without a database path or query: the server alone.
+pub fn server_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
+    match url.find("://") {
+        Some(scheme_end) => {
+            let authority_start = scheme_end + 3;
+            match url[authority_start..].find('/') {
+                Some(slash) => url[..authority_start + slash].to_owned(),
+                None => url.to_owned(),
+            }
+        }
+        None => url.trim_end_matches('/').to_owned(),
+    }
+}
+
+/// The server URL with `/database` appended.
+pub fn with_database(server: &str, database: &str) -> String {
+    format!("{}/{database}", server.trim_end_matches('/'))
+}
+
+/// `url` with any password replaced by `***`.
+pub fn hide_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+/// A plain connection for the chores between steps (never timed).
+pub enum Admin {
+    /// rusqlite.
+    Sqlite {
+        /// The connection.
+        conn: rusqlite::Connection,
+        /// For the migrations.
+        url: DatabaseUrl,
+    },
+    /// postgres.
+    Postgres {
+        /// The connection.
+        client: postgres::Client,
+        /// For the migrations.
+        url: DatabaseUrl,
+    },
+}
+
+/// Drops keel's tables and the migrations' bookkeeping, so the migrations
+/// create them afresh (and ids start at 1 again).
+const DROP_TABLES: &str = "DROP TABLE IF EXISTS comments; DROP TABLE IF EXISTS posts; \
+     DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS __diesel_schema_migrations;";
+
+impl Admin {
+    /// Connects to the bench's database.
+    pub fn connect(database: &BenchDatabase) -> anyhow::Result<Self> {
+        let url = database.url();
+        Ok(match &url {
+            DatabaseUrl::Sqlite(path) => Self::Sqlite {
+                conn: sqlite::open(path)?,
+                url,
+            },
+            DatabaseUrl::Postgres(raw) => Self::Postgres {
+                client: postgres::Client::connect(raw, postgres::NoTls)?,
+                url,
+            },
+        })
+    }
+
+    /// Fresh, empty tables: drop them and apply keel's migrations.
+    pub fn reset_tables(&mut self) -> anyhow::Result<()> {
+        let url = match self {
+            Self::Sqlite { conn, url } => {
+                conn.execute_batch(DROP_TABLES)?;
+                url
+            }
+            Self::Postgres { client, url } => {
+                client.batch_execute(DROP_TABLES)?;
+                url
+            }
+        };
+        Migrator::connect(url)
+            .and_then(|mut migrator| migrator.run_pending())
+            .context("applying keel's migrations")?;
+        Ok(())
+    }
+
+    /// The PostgreSQL server's version (`SHOW server_version`); SQLite's library version.
+    pub fn server_version(&mut self) -> anyhow::Result<String> {
+        Ok(match self {
+            Self::Sqlite { .. } => rusqlite::version().to_owned(),
+            Self::Postgres { client, .. } => {
+                client.query_one("SHOW server_version", &[])?.try_get(0)?
+            }
+        })
+    }
+
+    /// Planner statistics after a load: `VACUUM ANALYZE` on PostgreSQL,
+    /// `ANALYZE` on SQLite.
+    pub fn analyze(&mut self) -> anyhow::Result<()> {
+        match self {
+            Self::Sqlite { conn, .. } => conn.execute_batch("ANALYZE")?,
+            Self::Postgres { client, .. } => client.batch_execute("VACUUM ANALYZE")?,
+        }
+        Ok(())
+    }
+
+    /// What the tables hold: row counts and `mismatched_rows`.
+    pub fn load_checksum(&mut self, workload: &Workload) -> anyhow::Result<LoadChecksum> {
+        let counts = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM posts), \
+                      (SELECT count(*) FROM comments)";
+        let check = workload.mismatched_rows_sql();
+        let (users, posts, comments, mismatched): (i64, i64, i64, i64) = match self {
+            Self::Sqlite { conn, .. } => {
+                let (users, posts, comments) =
+                    conn.query_row(counts, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                let mismatched = conn.query_row(&check, [], |r| r.get(0))?;
+                (users, posts, comments, mismatched)
+            }
+            Self::Postgres { client, .. } => {
+                let row = client.query_one(counts, &[])?;
+                let mismatched = client.query_one(&check, &[])?.try_get(0)?;
+                (
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    mismatched,
+                )
+            }
+        };
+        Ok(LoadChecksum {
+            users: u64::try_from(users)?,
+            posts: u64::try_from(posts)?,
+            comments: u64::try_from(comments)?,
+            mismatched_rows: u64::try_from(mismatched)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_lose_their_database_and_query() {
+        assert_eq!(
+            server_url("postgres://postgres@127.0.0.1:5432"),
+            "postgres://postgres@127.0.0.1:5432"
+        );
+        assert_eq!(
+            server_url("postgres://u:p@host:5432/keel?sslmode=disable"),
+            "postgres://u:p@host:5432"
+        );
+        assert_eq!(server_url("postgresql://h/"), "postgresql://h");
+        assert_eq!(
+            with_database("postgres://h:1/", "keel_bench_1"),
+            "postgres://h:1/keel_bench_1"
+        );
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            hide_password("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(hide_password("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

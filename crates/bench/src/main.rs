@@ -1,0 +1,530 @@
+//! keel-bench: WORKLOAD.md's steps B1-B7 through keel-repo (sync and async)
+//! beside a hand-written baseline on the plain drivers, on SQLite and
+//! PostgreSQL, with every checksum verified against the workload's formulas.
+//!
+//! Exit status: 0 when every checksum matched, 1 on any mismatch, 2 when the
+//! bench could not run (e.g. no PostgreSQL server). Reports: a table on
+//! stdout, and `results.json`, `summary.md` and `ratios.svg` in `--out-dir`.
+
+mod baseline;
+mod chart;
+mod cli;
+mod database;
+mod keel_async;
+mod keel_sync;
+mod report;
+mod steps;
+
+use std::fmt::Display;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use keel_migrations::DatabaseUrl;
+use keel_workload::{
+    GraphChecksum, JOIN_QUERY_COUNT, JoinChecksum, LOOKUP_COUNT, LoadChecksum, LookupChecksum,
+    Workload,
+};
+use tokio::runtime::Handle;
+
+use crate::baseline::pg_async::PgAsyncBaseline;
+use crate::baseline::pg_sync::PgSyncBaseline;
+use crate::baseline::sqlite::SqliteBaseline;
+use crate::cli::Args;
+use crate::database::{Admin, BenchDatabase};
+use crate::keel_async::KeelAsync;
+use crate::keel_sync::KeelSync;
+use crate::report::{Machine, Report, Sizes, StepResult};
+use crate::steps::{Backend, Contender, LoadRows, Mode, Run, Step};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(report) if report.checksum_failures.is_empty() => ExitCode::SUCCESS,
+        Ok(report) => {
+            for failure in &report.checksum_failures {
+                eprintln!("keel-bench: checksum mismatch: {failure}");
+            }
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("keel-bench: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The inputs every contender gets, built before anything is timed.
+struct Inputs {
+    workload: Workload,
+    rows: LoadRows,
+    /// The lookup sequence: B4 and B6 take all of it, B5 its prefix.
+    lookup_ids: Vec<i32>,
+    expected_load: LoadChecksum,
+    expected_graph: GraphChecksum,
+    expected_lookups: LookupChecksum,
+    expected_join: JoinChecksum,
+}
+
+/// The run in progress: what has been measured and what went wrong.
+struct Bench<'a> {
+    args: &'a Args,
+    inputs: Inputs,
+    runtime: Handle,
+    results: Vec<StepResult>,
+    failures: Vec<String>,
+    postgres_version: Option<String>,
+}
+
+fn run(args: &Args) -> anyhow::Result<Report> {
+    let workload = Workload::new(args.users, args.posts_per_user, args.comments_per_post)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    eprintln!(
+        "keel-bench: building {} rows and the lookup sequence",
+        workload.row_count()
+    );
+    let inputs = Inputs {
+        workload,
+        rows: LoadRows::new(&workload),
+        lookup_ids: workload.lookup_ids(LOOKUP_COUNT),
+        expected_load: workload.expected_load(),
+        expected_graph: workload.expected_graph(),
+        expected_lookups: workload.expected_lookups(),
+        expected_join: workload.expected_join(),
+    };
+    let mut bench = Bench {
+        args,
+        inputs,
+        runtime: runtime.handle().clone(),
+        results: Vec::new(),
+        failures: Vec::new(),
+        postgres_version: None,
+    };
+    for backend in args.backends() {
+        bench.run_backend(backend)?;
+    }
+    let report = bench.report();
+    print!("{}", report::text_table(&report.results));
+    write_outputs(args, &report)?;
+    Ok(report)
+}
+
+impl Bench<'_> {
+    fn run_backend(&mut self, backend: Backend) -> anyhow::Result<()> {
+        let steps: Vec<(Mode, Vec<Step>)> = self
+            .args
+            .modes()
+            .into_iter()
+            .map(|mode| {
+                let steps = self
+                    .args
+                    .selected_steps()
+                    .into_iter()
+                    .filter(|s| s.applies_to(backend, mode))
+                    .collect();
+                (mode, steps)
+            })
+            .filter(|(_, steps): &(Mode, Vec<Step>)| !steps.is_empty())
+            .collect();
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let database =
+            BenchDatabase::create(backend, &self.args.pg_url, &self.args.out_dir.join("work"))?;
+        eprintln!(
+            "keel-bench: {} database {}",
+            backend.name(),
+            database.describe()
+        );
+        let mut admin = Admin::connect(&database)?;
+        if backend == Backend::Postgres {
+            self.postgres_version = Some(admin.server_version()?);
+        }
+        // keel's pools and the baselines connect to migrated tables.
+        admin.reset_tables()?;
+        for (mode, steps) in steps {
+            let url = database.url();
+            let (mut keel, keel_driver): (Box<dyn Contender>, &'static str) = match mode {
+                Mode::Sync => (Box::new(KeelSync::connect(url.clone())?), "keel-repo sync"),
+                Mode::Async => (
+                    Box::new(KeelAsync::connect(self.runtime.clone(), url.clone())?),
+                    "keel-repo async",
+                ),
+            };
+            let (mut baseline, baseline_driver): (Box<dyn Contender>, &'static str) =
+                match (&url, mode) {
+                    (DatabaseUrl::Sqlite(path), _) => {
+                        (Box::new(SqliteBaseline::connect(path)?), "rusqlite")
+                    }
+                    (DatabaseUrl::Postgres(raw), Mode::Sync) => {
+                        (Box::new(PgSyncBaseline::connect(raw)?), "postgres")
+                    }
+                    (DatabaseUrl::Postgres(raw), Mode::Async) => (
+                        Box::new(PgAsyncBaseline::connect(self.runtime.clone(), raw)?),
+                        "tokio-postgres",
+                    ),
+                };
+            let mut mode_run = ModeRun {
+                bench: self,
+                backend,
+                mode,
+                admin: &mut admin,
+                keel: keel.as_mut(),
+                keel_driver,
+                baseline: baseline.as_mut(),
+                baseline_driver,
+            };
+            mode_run.run(&steps)?;
+        }
+        drop(admin);
+        drop(database);
+        // The SQLite files' parent, once empty, goes too.
+        let _ = std::fs::remove_dir(self.args.out_dir.join("work"));
+        Ok(())
+    }
+
+    fn report(self) -> Report {
+        let workload = self.inputs.workload;
+        Report {
+            finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            machine: Machine {
+                platform: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+                cores: std::thread::available_parallelism().map_or(1, usize::from),
+                sqlite: rusqlite::version().to_owned(),
+                postgres: self.postgres_version,
+            },
+            workload: Sizes {
+                users: workload.user_count(),
+                posts_per_user: workload.posts_per_user(),
+                comments_per_post: workload.comments_per_post(),
+                rows: workload.row_count(),
+            },
+            repeat: self.args.repeat,
+            targets: report::check_targets(&self.results),
+            results: self.results,
+            checksum_failures: self.failures,
+            notes: report::method_notes(),
+        }
+    }
+}
+
+/// One backend in one mode: keel-repo and its baseline, step by step.
+struct ModeRun<'b, 'a, 'c> {
+    bench: &'b mut Bench<'a>,
+    backend: Backend,
+    mode: Mode,
+    admin: &'c mut Admin,
+    keel: &'c mut dyn Contender,
+    keel_driver: &'static str,
+    baseline: &'c mut dyn Contender,
+    baseline_driver: &'static str,
+}
+
+impl ModeRun<'_, '_, '_> {
+    fn label(&self, step: Step) -> String {
+        format!(
+            "{} {} {}",
+            self.backend.name(),
+            self.mode.name(),
+            step.name()
+        )
+    }
+
+    fn run(&mut self, steps: &[Step]) -> anyhow::Result<()> {
+        let reads: Vec<Step> = steps.iter().copied().filter(|s| !s.is_load()).collect();
+        if steps.contains(&Step::B1) {
+            let keel = self.timed_load(Contestant::Keel)?;
+            let baseline = self.timed_load(Contestant::Baseline)?;
+            self.record(
+                Step::B1,
+                self.bench.inputs.expected_load,
+                Some(vec![keel]),
+                Some(vec![baseline]),
+            );
+        } else if !reads.is_empty() {
+            // The read steps need data: the baseline loads it, untimed.
+            let load = self.timed_load(Contestant::Baseline)?;
+            if load.checksum != self.bench.inputs.expected_load {
+                self.bench.failures.push(format!(
+                    "{} untimed load: checksum {} (expected {})",
+                    self.label(Step::B1),
+                    load.checksum,
+                    self.bench.inputs.expected_load
+                ));
+            }
+        }
+        if !reads.is_empty() {
+            self.admin.analyze()?;
+        }
+        let repeat = self.bench.args.repeat;
+        let lookup_ids = self.bench.inputs.lookup_ids.clone();
+        let join_ids = &lookup_ids[..JOIN_QUERY_COUNT.min(lookup_ids.len())];
+        for step in reads {
+            let label = self.label(step);
+            let (keel, baseline) = (&mut *self.keel, &mut *self.baseline);
+            match step {
+                Step::B2 => {
+                    let (k, b) = alternate(
+                        &label,
+                        repeat,
+                        || keel.eager_load().map(Some),
+                        || baseline.eager_load().map(Some),
+                    )?;
+                    self.record(step, self.bench.inputs.expected_graph, k, b);
+                }
+                Step::B3 => {
+                    let (k, b) = alternate(
+                        &label,
+                        repeat,
+                        || keel.n_plus_one().map(Some),
+                        || baseline.n_plus_one().map(Some),
+                    )?;
+                    self.record(step, self.bench.inputs.expected_graph, k, b);
+                }
+                Step::B4 => {
+                    let (k, b) = alternate(
+                        &label,
+                        repeat,
+                        || keel.point_lookups(&lookup_ids).map(Some),
+                        || baseline.point_lookups(&lookup_ids).map(Some),
+                    )?;
+                    self.record(step, self.bench.inputs.expected_lookups, k, b);
+                }
+                Step::B5 => {
+                    let (k, b) = alternate(
+                        &label,
+                        repeat,
+                        || keel.join_filter(join_ids).map(Some),
+                        || baseline.join_filter(join_ids).map(Some),
+                    )?;
+                    self.record(step, self.bench.inputs.expected_join, k, b);
+                }
+                Step::B6 => {
+                    let (k, b) = alternate(
+                        &label,
+                        repeat,
+                        || keel.concurrent_lookups(&lookup_ids),
+                        || baseline.concurrent_lookups(&lookup_ids),
+                    )?;
+                    self.record(step, self.bench.inputs.expected_lookups, k, b);
+                }
+                Step::B1 | Step::B7 => {}
+            }
+        }
+        if steps.contains(&Step::B7) {
+            let copy = self.timed_load(Contestant::Baseline)?;
+            self.record(
+                Step::B7,
+                self.bench.inputs.expected_load,
+                None,
+                Some(vec![copy]),
+            );
+        }
+        Ok(())
+    }
+
+    /// Fresh tables, one timed load by `side`, then the load check (untimed).
+    fn timed_load(&mut self, side: Contestant) -> anyhow::Result<Run<LoadChecksum>> {
+        self.admin.reset_tables()?;
+        let (contender, driver) = match side {
+            Contestant::Keel => (&mut *self.keel, self.keel_driver),
+            Contestant::Baseline => (&mut *self.baseline, self.baseline_driver),
+        };
+        let label = format!("{} {} load", self.backend.name(), self.mode.name());
+        let run = contender
+            .load(&self.bench.inputs.rows)
+            .with_context(|| format!("{label} by {driver}"))?;
+        let checksum = self.admin.load_checksum(&self.bench.inputs.workload)?;
+        eprintln!(
+            "  {label} {driver}: {} s, {} statements, {checksum}",
+            report::seconds(run.elapsed.as_secs_f64()),
+            run.statements
+        );
+        Ok(Run {
+            elapsed: run.elapsed,
+            statements: run.statements,
+            rows: run.rows,
+            checksum,
+            tables: run.tables,
+        })
+    }
+
+    fn record<T: PartialEq + Display>(
+        &mut self,
+        step: Step,
+        expected: T,
+        keel: Option<Vec<Run<T>>>,
+        baseline: Option<Vec<Run<T>>>,
+    ) {
+        let label = self.label(step);
+        let failures = &mut self.bench.failures;
+        let keel = keel.and_then(|runs| {
+            report::Side::from_runs(self.keel_driver, runs, &expected, &label, failures)
+        });
+        let baseline = baseline.and_then(|runs| {
+            report::Side::from_runs(self.baseline_driver, runs, &expected, &label, failures)
+        });
+        self.bench.results.push(StepResult::new(
+            self.backend,
+            self.mode,
+            step,
+            expected.to_string(),
+            keel,
+            baseline,
+        ));
+    }
+}
+
+/// Which contender of a mode.
+#[derive(Clone, Copy)]
+enum Contestant {
+    Keel,
+    Baseline,
+}
+
+type Runs<T> = Option<Vec<Run<T>>>;
+
+/// Runs keel and the baseline `repeat` times each, alternating, printing
+/// each run. A side that does not run the step (`None`) gives `None`.
+fn alternate<T: Display>(
+    label: &str,
+    repeat: u32,
+    mut keel: impl FnMut() -> anyhow::Result<Option<Run<T>>>,
+    mut baseline: impl FnMut() -> anyhow::Result<Option<Run<T>>>,
+) -> anyhow::Result<(Runs<T>, Runs<T>)> {
+    let mut keel_runs = Some(Vec::new());
+    let mut baseline_runs = Some(Vec::new());
+    for i in 1..=repeat {
+        for (name, f, runs) in [
+            (
+                "keel",
+                &mut keel as &mut dyn FnMut() -> anyhow::Result<Option<Run<T>>>,
+                &mut keel_runs,
+            ),
+            ("hand-written", &mut baseline, &mut baseline_runs),
+        ] {
+            let Some(collected) = runs.as_mut() else {
+                continue;
+            };
+            match f().with_context(|| format!("{label} {name}"))? {
+                Some(run) => {
+                    eprintln!(
+                        "  {label} {name} run {i}: {} s, {} statements, {}",
+                        report::seconds(run.elapsed.as_secs_f64()),
+                        run.statements,
+                        run.checksum
+                    );
+                    collected.push(run);
+                }
+                None => *runs = None,
+            }
+        }
+    }
+    Ok((keel_runs, baseline_runs))
+}
+
+fn write_outputs(args: &Args, report: &Report) -> anyhow::Result<()> {
+    let dir = &args.out_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = dir.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let chart_file = "ratios.svg";
+    let subtitle = format!(
+        "U={} P={} C={}",
+        report.workload.users, report.workload.posts_per_user, report.workload.comments_per_post
+    );
+    chart::write_ratio_chart(&dir.join(chart_file), &report.results, &subtitle)
+        .context("drawing the chart")?;
+    let summary = dir.join("summary.md");
+    std::fs::write(&summary, report::markdown(report, chart_file))
+        .with_context(|| format!("writing {}", summary.display()))?;
+    eprintln!(
+        "keel-bench: wrote {}, {} and {}",
+        json.display(),
+        summary.display(),
+        dir.join(chart_file).display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run at U=30, P=3, C=2 with one repeat, reports in `out_dir`.
+    fn small_run(out_dir: &std::path::Path, extra: &[&str]) -> Report {
+        let out_dir = out_dir.display().to_string();
+        let mut argv = vec![
+            "keel-bench",
+            "--users",
+            "30",
+            "--posts-per-user",
+            "3",
+            "--repeat",
+            "1",
+            "--out-dir",
+        ];
+        argv.push(&out_dir);
+        argv.extend_from_slice(extra);
+        let args = Args::try_parse_from(argv).expect("arguments parse");
+        run(&args).expect("the bench runs")
+    }
+
+    #[test]
+    fn a_small_sqlite_run_passes_every_checksum_and_writes_its_reports() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let report = small_run(dir.path(), &["--backend", "sqlite"]);
+        assert!(
+            report.checksum_failures.is_empty(),
+            "{:?}",
+            report.checksum_failures
+        );
+        // B1-B5 in both modes; B6 and B7 are PostgreSQL's.
+        assert_eq!(report.results.len(), 10);
+        assert!(report.results.iter().all(|r| r.ratio.is_some()));
+        for file in ["results.json", "summary.md", "ratios.svg"] {
+            assert!(dir.path().join(file).is_file(), "{file} written");
+        }
+        assert!(
+            !dir.path().join("work").exists(),
+            "the SQLite work files are removed"
+        );
+    }
+
+    #[test]
+    fn a_small_postgres_run_passes_every_checksum() {
+        let server = std::env::var("KEEL_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+        if let Err(error) = postgres::Client::connect(
+            &database::with_database(&database::server_url(&server), "postgres"),
+            postgres::NoTls,
+        ) {
+            assert!(
+                !keel_tests::in_ci(),
+                "CI is set and PostgreSQL is unreachable: {error}"
+            );
+            eprintln!("\n!!! SKIPPED: PostgreSQL at {server} is unreachable ({error}).\n");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let report = small_run(dir.path(), &["--backend", "postgres", "--pg-url", &server]);
+        assert!(
+            report.checksum_failures.is_empty(),
+            "{:?}",
+            report.checksum_failures
+        );
+        // B1-B5 and B7 in both modes, B6 in async mode.
+        assert_eq!(report.results.len(), 13);
+        let b6 = report
+            .results
+            .iter()
+            .find(|r| r.step == Step::B6)
+            .expect("B6 ran");
+        assert_eq!(b6.keel.as_ref().map(|k| k.statements), Some(10_000));
+        assert!(report.machine.postgres.is_some());
+    }
+}
