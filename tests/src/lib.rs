@@ -7,9 +7,11 @@
 //! when `CI` is set: then they fail, so CI never passes on skipped tests.
 
 mod catalog;
+mod cluster;
 mod databases;
 
 pub use catalog::{ForeignKey, Index};
+pub use cluster::PgCluster;
 pub use databases::{PgTestDatabase, SqliteTestDatabase, TestDatabase, in_ci};
 
 /// Writes each test twice, once per backend, in modules `postgres` and

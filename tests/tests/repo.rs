@@ -52,6 +52,11 @@ fn config<D: TestDatabase>(fixture: &D) -> DatabaseConfig {
     config
 }
 
+/// keel's own tests run strict: a likely N+1 fails the test.
+fn strict_scope(name: &str) -> keel_repo::QueryScope {
+    keel_repo::QueryScope::named(name).strict(true)
+}
+
 macro_rules! repo_tests {
     ($( fn $name:ident($db:ident, $fixture:ident) $body:block )*) => {
         mod sync_postgres {
@@ -61,7 +66,11 @@ macro_rules! repo_tests {
                 let $db = keel_repo::sync::Database::connect(&config(&$fixture)).expect("pool");
                 #[allow(unused_macros)]
                 macro_rules! run { ($e:expr) => { $e }; }
-                $body
+                #[allow(unused_macros)]
+                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run(|| $e) }; }
+                #[allow(unused_macros)]
+                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements!(<= $n, { $e }) }; }
+                strict_scope(stringify!($name)).run(|| $body)
             } )*
         }
         mod sync_sqlite {
@@ -71,7 +80,11 @@ macro_rules! repo_tests {
                 let $db = keel_repo::sync::Database::connect(&config(&$fixture)).expect("pool");
                 #[allow(unused_macros)]
                 macro_rules! run { ($e:expr) => { $e }; }
-                $body
+                #[allow(unused_macros)]
+                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run(|| $e) }; }
+                #[allow(unused_macros)]
+                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements!(<= $n, { $e }) }; }
+                strict_scope(stringify!($name)).run(|| $body)
             } )*
         }
         mod async_postgres {
@@ -81,7 +94,11 @@ macro_rules! repo_tests {
                 let $db = keel_repo::asynchronous::AsyncDatabase::connect(&config(&$fixture)).await.expect("pool");
                 #[allow(unused_macros)]
                 macro_rules! run { ($e:expr) => { $e.await }; }
-                $body
+                #[allow(unused_macros)]
+                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run_async(async { $e }).await }; }
+                #[allow(unused_macros)]
+                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements_async!(<= $n, async { $e }) }; }
+                strict_scope(stringify!($name)).run_async(async { $body }).await
             } )*
         }
         mod async_sqlite {
@@ -91,7 +108,11 @@ macro_rules! repo_tests {
                 let $db = keel_repo::asynchronous::AsyncDatabase::connect(&config(&$fixture)).await.expect("pool");
                 #[allow(unused_macros)]
                 macro_rules! run { ($e:expr) => { $e.await }; }
-                $body
+                #[allow(unused_macros)]
+                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run_async(async { $e }).await }; }
+                #[allow(unused_macros)]
+                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements_async!(<= $n, async { $e }) }; }
+                strict_scope(stringify!($name)).run_async(async { $body }).await
             } )*
         }
     };
@@ -270,6 +291,100 @@ repo_tests! {
         assert_eq!(run!(db.comments().by_author(users[0].id)).expect("comments").len(), 30);
     }
 
+    fn a_lookup_per_row_is_caught_as_n_plus_one_and_the_eager_load_is_not(db, fixture) {
+        let users = run!(db.users().create_many(&(1..=20).map(new_user).collect::<Vec<_>>())).expect("users");
+        seed_posts_and_comments(&fixture, 2, 1);
+
+        let scope = strict_scope("posts per user in a loop");
+        let looped: Result<(), RepoError> = in_scope!(scope, {
+            for user in &users {
+                run!(db.posts().by_author(user.id))?;
+            }
+            Ok(())
+        });
+        match looped {
+            Err(RepoError::RepeatedStatement { statement, count, scope: name }) => {
+                assert_eq!(count, 11, "caught on the first repeat past 10");
+                assert!(statement.contains("posts") && statement.contains("author_id"), "{statement}");
+                assert!(!statement.contains("binds"), "a shape, without bind values: {statement}");
+                assert_eq!(name, "posts per user in a loop");
+            }
+            other => panic!("the N+1 was not caught: {other:?}"),
+        }
+        assert_eq!(scope.statements(), 11, "it stopped at the first call past the threshold");
+
+        let scope = strict_scope("eager");
+        let loaded = in_scope!(scope, run!(db.users().users_with_posts(1000))).expect("eager load passes");
+        assert_eq!(loaded.len(), 18);
+        assert_eq!(scope.repeated(), None);
+
+        let lenient = keel_repo::QueryScope::named("lenient").strict(false);
+        let looped: Result<(), RepoError> = in_scope!(lenient, {
+            for user in &users {
+                run!(db.posts().by_author(user.id))?;
+            }
+            Ok(())
+        });
+        assert!(looped.is_ok(), "outside strict mode it only warns");
+        assert_eq!(lenient.repeated().map(|r| r.count), Some(11));
+    }
+
+    fn paging_loops_and_bulk_inserts_raise_no_alarm(db, fixture) {
+        let scope = strict_scope("bulk and paging");
+        let outcome: Result<usize, RepoError> = in_scope!(scope, {
+            for chunk in 0..15 {
+                let users: Vec<NewUser> = (1..=3).map(|n| new_user(chunk * 10 + n)).collect();
+                run!(db.users().create_many(&users))?;
+            }
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let page = run!(db.users().page(after, 2))?;
+                pages += 1;
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            Ok(pages)
+        });
+        assert_eq!(outcome.expect("no false alarm"), 23);
+        assert_eq!(scope.repeated(), None);
+    }
+
+    fn eager_loaders_stay_within_budget_at_1000_users(db, fixture) {
+        let users: Vec<NewUser> = (1..=1000).map(|n| NewUser { is_active: true, ..new_user(n) }).collect();
+        run!(db.users().create_many(&users)).expect("users");
+        seed_posts_and_comments(&fixture, 1, 1);
+        let loaded = within_budget!(3, run!(db.users().users_with_posts_and_comments(1000)).expect("eager load"));
+        assert_eq!(loaded.len(), 1000);
+        within_budget!(2, run!(db.users().users_with_posts(1000)).expect("eager load"));
+    }
+
+    fn insert_many_loads_rows_without_reading_them_back(db, fixture) {
+        let users: Vec<NewUser> = (1..=5000).map(new_user).collect();
+        let before = db.statements().count();
+        assert_eq!(run!(db.users().insert_many(&users)).expect("load"), 5000);
+        assert!(db.statements().count() - before <= 2, "COPY or one multi-row INSERT per chunk");
+        let sizes = run!(db.users().table_sizes()).expect("sizes");
+        assert_eq!((sizes.users.rows, sizes.users.max_id), (5000, Some(5000)));
+        assert_eq!(run!(db.users().get_by_email("user4321@example.com")).expect("loaded").id, 4321);
+
+        let posts: Vec<NewPost> = (1..=100).map(|n| new_post(n, "p")).collect();
+        assert_eq!(run!(db.posts().insert_many(&posts)).expect("posts"), 100);
+        let comments: Vec<NewComment> = (1..=100).map(|n| NewComment { body: "c".into(), post_id: n, author_id: 1 }).collect();
+        assert_eq!(run!(db.comments().insert_many(&comments)).expect("comments"), 100);
+
+        let mut again = users[..3].to_vec();
+        again[0].email = "fresh@example.com".into();
+        assert!(matches!(run!(db.users().insert_many(&again)), Err(RepoError::Conflict { .. })));
+        assert_eq!(run!(db.users().table_sizes()).expect("sizes").users.rows, 5000, "all or nothing");
+        assert!(matches!(
+            run!(db.posts().insert_many(&[new_post(99_999, "orphan")])),
+            Err(RepoError::RelatedMissing { .. })
+        ));
+    }
+
     fn create_many_is_all_or_nothing(db, fixture) {
         run!(db.users().create(&new_user(5))).expect("existing");
         let users: Vec<NewUser> = (1..=10).map(new_user).collect(); // user5 again
@@ -415,6 +530,36 @@ mod scopes {
     }
 }
 
+#[test]
+fn a_blown_budget_lists_the_statements_that_ran() {
+    let fixture = keel_tests::SqliteTestDatabase::create();
+    let db = keel_repo::sync::Database::connect(&config(&fixture)).expect("pool");
+    db.users().create(&new_user(1)).expect("user");
+    let failure = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        keel_repo::assert_statements!(<= 1, {
+            db.users().get_by_id(1).expect("lookup");
+            db.users().get_by_email("user1@example.com").expect("lookup");
+        })
+    }))
+    .expect_err("two statements blow a budget of one");
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("expected <= 1 statements, 2 ran"),
+        "{message}"
+    );
+    assert!(
+        message.contains("1. SELECT") && message.contains("2. SELECT"),
+        "{message}"
+    );
+    assert!(
+        message.contains("user1@example.com"),
+        "the log keeps bind values: {message}"
+    );
+}
+
 mod transactions {
     use super::*;
     use keel_repo::asynchronous::AsyncDatabase;
@@ -436,10 +581,17 @@ mod transactions {
             .transaction(|tx| {
                 let user = tx.users().create(&new_user(2))?;
                 tx.posts().create(&new_post(user.id, "kept"))?;
+                tx.posts()
+                    .create_many(&[new_post(user.id, "bulk 1"), new_post(user.id, "bulk 2")])?;
+                tx.users().insert_many(&[new_user(3)])?;
                 Ok::<_, RepoError>(user)
             })
             .expect("commit");
-        assert_eq!(db.posts().by_author(user.id).expect("posts").len(), 1);
+        assert_eq!(
+            db.posts().by_author(user.id).expect("posts").len(),
+            3,
+            "bulk inserts nest in the transaction"
+        );
     }
 
     async fn async_commit_and_rollback(db: &AsyncDatabase) {
@@ -465,11 +617,19 @@ mod transactions {
             .transaction(async |tx| {
                 let user = tx.users().create(&new_user(2)).await?;
                 tx.posts().create(&new_post(user.id, "kept")).await?;
+                tx.posts()
+                    .create_many(&[new_post(user.id, "bulk 1"), new_post(user.id, "bulk 2")])
+                    .await?;
+                tx.users().insert_many(&[new_user(3)]).await?;
                 Ok::<_, RepoError>(user)
             })
             .await
             .expect("commit");
-        assert_eq!(db.posts().by_author(user.id).await.expect("posts").len(), 1);
+        assert_eq!(
+            db.posts().by_author(user.id).await.expect("posts").len(),
+            3,
+            "bulk inserts nest in the transaction"
+        );
     }
 
     #[test]

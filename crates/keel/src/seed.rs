@@ -88,17 +88,17 @@ pub(crate) async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), 
 
     for ids in chunks(users_done, workload.user_count()) {
         let rows: Vec<_> = ids.map(|id| workload.user(id)).collect();
-        db.users().create_many(&rows).await?;
+        db.users().insert_many(&rows).await?;
         progress.add("users", rows.len());
     }
     for ids in chunks(posts_done, workload.post_count()) {
         let rows: Vec<_> = ids.map(|id| workload.post(id)).collect();
-        db.posts().create_many(&rows).await?;
+        db.posts().insert_many(&rows).await?;
         progress.add("posts", rows.len());
     }
     for ids in chunks(comments_done, workload.comment_count()) {
         let rows: Vec<_> = ids.map(|id| workload.comment(id)).collect();
-        db.comments().create_many(&rows).await?;
+        db.comments().insert_many(&rows).await?;
         progress.add("comments", rows.len());
     }
     progress.finish();

@@ -367,3 +367,198 @@ fn sigterm_lets_the_request_in_flight_finish() {
         server.log()
     );
 }
+
+/// Arbitrary strings, ids, bytes and content types against the API: every
+/// answer is a 2xx or a 4xx with a JSON error, never a 500; what is stored
+/// reads back byte for byte; nothing is written by a rejected request.
+mod bad_input {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    fn nasty_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            Just(String::new()),
+            Just("'; DROP TABLE users; --".to_owned()),
+            Just("nul\0byte".to_owned()),
+            Just("ü".repeat(60_000)),
+            "[a-z]{1,8}@[a-z]{1,8}\\.[a-z]{2,3}",
+        ]
+    }
+
+    fn body_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            Just(b"{".to_vec()),
+            Just(b"[]".to_vec()),
+            Just(b"null".to_vec()),
+            Just(b"{\"email\": 5}".to_vec()),
+            Just(vec![b'a'; 70_000]),
+        ]
+    }
+
+    fn run_properties(server: &Server) {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        // A fresh connection per request: after a 413 the server closes the
+        // connection without reading the body, and a reused keep-alive
+        // connection would fail on the client side for reasons of its own.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        let mut runner = TestRunner::new(Config {
+            cases: 40,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let users = || -> usize {
+            let page = runtime.block_on(async {
+                json_of(
+                    http.get(server.url("/users?limit=100"))
+                        .send()
+                        .await
+                        .expect("GET"),
+                )
+                .await
+            });
+            page["items"].as_array().map_or(0, Vec::len)
+        };
+
+        runner
+            .run(&(nasty_string(), nasty_string(), proptest::option::of(nasty_string())), |(email, full_name, first_name)| {
+                let before = users();
+                let body = json!({ "email": email, "full_name": full_name, "first_name": first_name, "last_name": null, "is_active": true });
+                let (status, reply) = runtime.block_on(async {
+                    let response = http.post(server.url("/users")).json(&body).send().await.expect("POST");
+                    (response.status(), json_of(response).await)
+                });
+                prop_assert!(status != StatusCode::INTERNAL_SERVER_ERROR, "{reply}");
+                if status == StatusCode::CREATED {
+                    let id = reply["id"].as_i64().expect("id");
+                    let read = runtime.block_on(async { json_of(http.get(server.url(&format!("/users/{id}"))).send().await.expect("GET")).await });
+                    prop_assert_eq!(read["email"].as_str(), Some(email.as_str()));
+                    prop_assert_eq!(read["full_name"].as_str(), Some(full_name.as_str()));
+                    prop_assert_eq!(read["first_name"].as_str(), first_name.as_deref());
+                } else {
+                    prop_assert!(status.is_client_error(), "{status}");
+                    prop_assert!(reply["error"]["code"].is_string(), "{reply}");
+                    prop_assert_eq!(users(), before, "a rejected request wrote something");
+                }
+                Ok(())
+            })
+            .expect("user property");
+
+        let content_types = prop_oneof![
+            Just("application/json"),
+            Just("text/plain"),
+            Just("application/x-www-form-urlencoded"),
+            Just("application/json; charset=utf-8"),
+        ];
+        runner
+            .run(
+                &(body_bytes(), content_types, any::<i64>()),
+                |(bytes, content_type, id)| {
+                    let (post_status, get_status, path_status) = runtime.block_on(async {
+                        let post = http
+                            .post(server.url("/users"))
+                            .header("content-type", content_type)
+                            .body(bytes.clone())
+                            .send()
+                            .await
+                            .expect("POST");
+                        let get = http
+                            .get(server.url(&format!("/users/{id}?include=posts.comments")))
+                            .send()
+                            .await
+                            .expect("GET");
+                        let path = http
+                            .get(server.url(&format!("/posts/{id}/comments?after={id}&limit={id}")))
+                            .send()
+                            .await
+                            .expect("GET");
+                        (post.status(), get.status(), path.status())
+                    });
+                    for status in [post_status, get_status, path_status] {
+                        prop_assert!(
+                            status.is_success() || status.is_client_error(),
+                            "{status} for {content_type} / {id}"
+                        );
+                    }
+                    Ok(())
+                },
+            )
+            .expect("bytes property");
+    }
+
+    #[test]
+    fn sqlite() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        run_properties(&Server::start(fixture.database_url().as_connection_str()));
+    }
+
+    #[test]
+    fn postgres() {
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        run_properties(&Server::start(fixture.database_url().as_connection_str()));
+    }
+}
+
+/// A password in the database URL shows nowhere: not in the log, not in
+/// `/metrics`, not in the error when the server cannot be reached.
+#[tokio::test]
+async fn database_passwords_never_show() {
+    let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+        return;
+    };
+    let url = fixture
+        .url()
+        .replacen("postgres://postgres@", "postgres://postgres:hunter2@", 1);
+    assert!(url.contains("hunter2"), "{url}");
+    let server = Server::start(&url);
+    let http = reqwest::Client::new();
+    create_user(&http, &server, 1).await;
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    let health = http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    assert!(!metrics.contains("hunter2") && !health.contains("hunter2"));
+    assert!(
+        server.log().iter().any(|l| l.contains("postgres:***@")),
+        "{:?}",
+        server.log()
+    );
+    assert!(
+        !server.log().iter().any(|l| l.contains("hunter2")),
+        "{:?}",
+        server.log()
+    );
+
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("DATABASE_URL", "postgres://keel:hunter2@127.0.0.1:1/keel")
+        .output()
+        .expect("run keel");
+    assert_eq!(unreachable.status.code(), Some(1));
+    let everything = format!(
+        "{}{}",
+        String::from_utf8_lossy(&unreachable.stdout),
+        String::from_utf8_lossy(&unreachable.stderr)
+    );
+    assert!(everything.contains("cannot connect"), "{everything}");
+    assert!(!everything.contains("hunter2"), "{everything}");
+}

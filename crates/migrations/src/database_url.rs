@@ -93,6 +93,79 @@ impl DatabaseUrl {
             Self::Postgres(url) | Self::Sqlite(url) => url,
         }
     }
+
+    /// `text` with every password of this URL replaced by `***`, as given
+    /// and percent-decoded. Drivers' messages may quote parts of the URL
+    /// (libpq: `invalid percent-encoded token: "s3cr%zz"`), so anything
+    /// built from a driver's error passes through here before it is shown.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        let Self::Postgres(url) = self else {
+            return text;
+        };
+        let mut secrets: Vec<String> = passwords(url)
+            .into_iter()
+            .flat_map(|raw| {
+                let decoded = percent_decode(raw);
+                [raw.to_owned(), decoded]
+            })
+            .filter(|secret| !secret.is_empty())
+            .collect();
+        // Longest first, so a password containing another is hidden whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        for secret in secrets {
+            text = text.replace(&secret, "***");
+        }
+        text
+    }
+}
+
+/// The passwords a PostgreSQL URL carries: the userinfo's, and any
+/// `password=` query parameter's, as written (possibly percent-encoded).
+fn passwords(url: &str) -> Vec<&str> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut found = Vec::new();
+    if let Some((userinfo, _host)) = authority.rsplit_once('@')
+        && let Some((_user, password)) = userinfo.split_once(':')
+    {
+        found.push(password);
+    }
+    if let Some((_, query)) = tail.split_once('?') {
+        found.extend(query.split('&').filter_map(|pair| {
+            pair.split_once('=')
+                .filter(|(key, _)| key.eq_ignore_ascii_case("password"))
+                .map(|(_, value)| value)
+        }));
+    }
+    found
+}
+
+/// `%XX` sequences decoded; malformed ones kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -185,6 +258,26 @@ mod tests {
             DatabaseUrl::parse("sqlite://"),
             Err(DatabaseUrlError::MissingSqlitePath { .. })
         ));
+    }
+
+    #[test]
+    fn redact_hides_passwords_in_any_text() {
+        let url = DatabaseUrl::parse(
+            "postgres://app:s3cr%40t%zz@db/keel?sslmode=disable&password=other%20one",
+        )
+        .expect("valid url");
+        let message =
+            "invalid percent-encoded token: \"s3cr%40t%zz\"; s3cr@t%zz; other one; other%20one";
+        assert_eq!(
+            url.redact(message),
+            "invalid percent-encoded token: \"***\"; ***; ***; ***"
+        );
+        let no_password = DatabaseUrl::parse("postgres://app@db/keel").expect("valid url");
+        assert_eq!(no_password.redact("app at db"), "app at db");
+        assert_eq!(
+            DatabaseUrl::Sqlite("x.db".into()).redact("x.db is locked"),
+            "x.db is locked"
+        );
     }
 
     #[test]

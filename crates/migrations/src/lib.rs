@@ -11,4 +11,6 @@ mod database_url;
 mod migrator;
 
 pub use database_url::{DatabaseUrl, DatabaseUrlError};
-pub use migrator::{MigrateError, MigrationState, MigrationStatus, Migrator, POSTGRES, SQLITE};
+pub use migrator::{
+    MigrateError, MigrationState, MigrationStatus, Migrator, POSTGRES, POSTGRES_LOCK_KEY, SQLITE,
+};

@@ -1,4 +1,23 @@
 //! Applying, reverting and listing migrations on whichever backend a URL names.
+//!
+//! Several migrators may start at once (two deploys, or every replica of a
+//! service migrating on boot), so each operation holds a database-wide lock:
+//!
+//! - **PostgreSQL**: a session-level advisory lock on a fixed key
+//!   ([`POSTGRES_LOCK_KEY`]), taken before diesel creates its bookkeeping
+//!   table and released after the last migration. A second migrator waits in
+//!   `pg_advisory_lock`, then finds nothing pending. If a migrator dies, its
+//!   session ends and the server releases the lock.
+//! - **SQLite**: the whole run is one `BEGIN IMMEDIATE` transaction, which
+//!   takes the database's single write lock before reading what is pending.
+//!   Diesel runs each migration in a transaction of its own; inside ours
+//!   that becomes a savepoint, so a failing migration still rolls back alone
+//!   and the ones before it are committed, as without the lock. A second
+//!   migrator waits for the lock (the busy timeout), then reads the list of
+//!   applied migrations afresh and finds nothing pending. SQLite releases the
+//!   lock if the process dies. (A lock file would also need stale-lock
+//!   handling; `BEGIN EXCLUSIVE` would also block readers in rollback-journal
+//!   mode, for nothing.)
 
 use std::collections::HashSet;
 use std::error::Error as StdError;
@@ -7,8 +26,9 @@ use diesel::backend::Backend;
 use diesel::connection::SimpleConnection;
 use diesel::migration::{MigrationSource, MigrationVersion};
 use diesel::pg::PgConnection;
+use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
-use diesel::{Connection, ConnectionError};
+use diesel::{Connection, ConnectionError, RunQueryDsl, sql_query};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::{DatabaseUrl, DatabaseUrlError};
@@ -18,8 +38,13 @@ pub const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/pos
 /// The SQLite migrations, from `migrations/sqlite`.
 pub const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
-/// How long a SQLite migration waits for another writer before giving up.
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+/// How long a SQLite migrator waits for the write lock (held by another
+/// migrator, or any writer) before giving up with "database is locked".
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+
+/// The PostgreSQL advisory lock key every keel migrator takes: the ASCII
+/// bytes of `keelmigr`. Another tool using the same key would wait on keel.
+pub const POSTGRES_LOCK_KEY: i64 = 0x6b65_656c_6d69_6772;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -31,14 +56,16 @@ pub enum MigrateError {
     #[error(transparent)]
     Url(#[from] DatabaseUrlError),
     /// The database could not be reached or opened.
-    #[error("cannot connect to {backend} at {url}: {source}")]
+    #[error("cannot connect to {backend} at {url}: {reason}")]
     Connect {
         /// `PostgreSQL` or `SQLite`.
         backend: &'static str,
         /// The URL, password hidden.
         url: String,
-        /// The driver's reason.
-        source: ConnectionError,
+        /// The driver's reason, with any password of the URL hidden. (The
+        /// driver's error itself is not kept: libpq quotes malformed URL
+        /// parts in it, password included.)
+        reason: String,
     },
     /// A migration failed to apply or revert; the database keeps every
     /// migration that finished before it (each runs in its own transaction).
@@ -80,19 +107,38 @@ enum BackendConnection {
     Sqlite(SqliteConnection),
 }
 
+/// How an operation locks out other migrators.
+#[derive(Clone, Copy)]
+enum Lock {
+    /// Changes the schema: the PostgreSQL advisory lock, or one SQLite
+    /// write transaction around the whole operation.
+    Write,
+    /// Only reads (though diesel may create its bookkeeping table, which on
+    /// PostgreSQL races with another migrator doing the same): the advisory
+    /// lock on PostgreSQL, nothing on SQLite.
+    Read,
+}
+
 /// Runs `$body` with `$conn` bound to the concrete connection and `$source` to
-/// its backend's migrations: the generic helpers below are written once and
-/// monomorphised per backend.
+/// its backend's migrations, holding the migration lock (see the module
+/// docs): the generic helpers below are written once and monomorphised per
+/// backend.
 macro_rules! per_backend {
-    ($self:ident, |$conn:ident, $source:ident| $body:expr) => {{
+    ($self:ident, $lock:expr, |$conn:ident, $source:ident| $body:expr) => {{
         let result: Result<_, BoxError> = match &mut $self.connection {
-            BackendConnection::Postgres($conn) => {
+            BackendConnection::Postgres(conn) => {
                 let $source = Embedded(&POSTGRES);
-                $body
+                with_advisory_lock(conn, |$conn| $body)
             }
-            BackendConnection::Sqlite($conn) => {
+            BackendConnection::Sqlite(conn) => {
                 let $source = Embedded(&SQLITE);
-                $body
+                match $lock {
+                    Lock::Write => in_write_transaction(conn, |$conn| $body),
+                    Lock::Read => {
+                        let $conn = conn;
+                        $body
+                    }
+                }
             }
         };
         result.map_err(|source| MigrateError::Migration {
@@ -106,10 +152,10 @@ impl Migrator {
     /// Connects to the database `url` names. SQLite files are created if
     /// missing, with foreign keys enforced and a busy timeout set.
     pub fn connect(url: &DatabaseUrl) -> Result<Self, MigrateError> {
-        let connect_error = |source| MigrateError::Connect {
+        let connect_error = |source: ConnectionError| MigrateError::Connect {
             backend: url.backend_name(),
             url: url.to_string(),
-            source,
+            reason: url.redact(source.to_string().trim_end()),
         };
         let connection = match url {
             DatabaseUrl::Postgres(raw) => {
@@ -138,25 +184,56 @@ impl Migrator {
     /// Applies every pending migration, oldest first; returns their names.
     /// An empty list means the database was already current.
     pub fn run_pending(&mut self) -> Result<Vec<String>, MigrateError> {
-        per_backend!(self, |conn, source| run_pending(conn, source))
+        per_backend!(self, Lock::Write, |conn, source| run_pending(conn, source))
     }
 
     /// Reverts up to `steps` migrations, newest first; returns their names.
     /// Stops early, without error, when none are left to revert.
     pub fn revert(&mut self, steps: usize) -> Result<Vec<String>, MigrateError> {
-        per_backend!(self, |conn, source| revert(conn, source, steps))
+        per_backend!(self, Lock::Write, |conn, source| revert(
+            conn, source, steps
+        ))
     }
 
     /// Reverts the newest applied migration and applies it again; returns its
     /// name, or `None` when no migration is applied.
     pub fn redo(&mut self) -> Result<Option<String>, MigrateError> {
-        per_backend!(self, |conn, source| redo(conn, source))
+        per_backend!(self, Lock::Write, |conn, source| redo(conn, source))
     }
 
     /// Every embedded migration, oldest first, with whether it is applied.
     pub fn status(&mut self) -> Result<Vec<MigrationStatus>, MigrateError> {
-        per_backend!(self, |conn, source| status(conn, source))
+        per_backend!(self, Lock::Read, |conn, source| status(conn, source))
     }
+}
+
+/// Runs `f` holding the session-level advisory lock [`POSTGRES_LOCK_KEY`],
+/// waiting for it as long as another migrator holds it.
+fn with_advisory_lock<T>(
+    conn: &mut PgConnection,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, BoxError>,
+) -> Result<T, BoxError> {
+    sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(POSTGRES_LOCK_KEY)
+        .execute(conn)?;
+    let result = f(conn);
+    // Should the unlock fail, the connection is gone, and the server has
+    // released the session's lock with it: `f`'s outcome is what matters.
+    let _ = sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<BigInt, _>(POSTGRES_LOCK_KEY)
+        .execute(conn);
+    result
+}
+
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction, so it holds SQLite's write
+/// lock from before it reads what is pending. What `f` did before failing
+/// is committed: each migration is a savepoint inside, rolled back alone
+/// when it fails.
+fn in_write_transaction<T>(
+    conn: &mut SqliteConnection,
+    f: impl FnOnce(&mut SqliteConnection) -> Result<T, BoxError>,
+) -> Result<T, BoxError> {
+    conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| Ok(f(conn)))?
 }
 
 /// A `Copy` handle on one of the embedded sets: the harness takes its source

@@ -7,9 +7,9 @@ use diesel::sqlite::SqliteConnection;
 use keel_models::{Comment, NewComment, NewPost, NewUser, Post, User};
 use keel_schema::{comments, posts, users};
 
-#[cfg(feature = "async")]
-use crate::QueryScope;
 use crate::ops::{POSTGRES_MAX_BINDS, SQLITE_MAX_BINDS};
+#[cfg(feature = "async")]
+use crate::scope::ScopeContext;
 
 /// Bind parameters per row of each insert struct (its column count).
 const NEW_USER_BINDS: usize = 5;
@@ -24,6 +24,49 @@ pub(crate) trait BulkInsert {
     fn insert_posts(&mut self, rows: &[NewPost]) -> QueryResult<Vec<Post>>;
     /// Inserts comments; returns them as stored, in order.
     fn insert_comments(&mut self, rows: &[NewComment]) -> QueryResult<Vec<Comment>>;
+    /// Loads users without reading them back; returns how many.
+    fn bulk_load_users(&mut self, rows: &[NewUser]) -> QueryResult<usize>;
+    /// Loads posts without reading them back; returns how many.
+    fn bulk_load_posts(&mut self, rows: &[NewPost]) -> QueryResult<usize>;
+    /// Loads comments without reading them back; returns how many.
+    fn bulk_load_comments(&mut self, rows: &[NewComment]) -> QueryResult<usize>;
+}
+
+/// The chunk loop without `RETURNING`: rows in, a count out.
+macro_rules! load_chunks {
+    ($rows:ident, $table:path, $binds_per_row:expr, $max_binds:expr, |$stmt:ident| $run:expr) => {{
+        let mut loaded = 0;
+        for chunk in $rows.chunks($max_binds / $binds_per_row) {
+            let $stmt = diesel::insert_into($table).values(chunk);
+            loaded += $run?;
+        }
+        Ok(loaded)
+    }};
+}
+
+/// SQLite: a write transaction takes the lock when it begins (BEGIN
+/// IMMEDIATE) and waits out the busy timeout there, instead of failing
+/// mid-way when its read lock cannot be upgraded; inside a caller's
+/// transaction it is a savepoint.
+fn sqlite_write_transaction<T>(
+    conn: &mut SqliteConnection,
+    f: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
+    if depth.is_some() {
+        conn.transaction(f)
+    } else {
+        conn.immediate_transaction(f)
+    }
+}
+
+#[cfg(feature = "sync")]
+fn postgres_write_transaction<T>(
+    conn: &mut diesel::pg::PgConnection,
+    f: impl FnOnce(&mut diesel::pg::PgConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    conn.transaction(f)
 }
 
 /// The chunk loop, for one table; `$run` turns one chunk's statement into
@@ -42,10 +85,22 @@ macro_rules! insert_chunks {
 }
 
 macro_rules! impl_bulk_insert_sync {
-    ($conn:ty, $max_binds:expr, $transaction:ident) => {
+    ($conn:ty, $max_binds:expr, $transaction:ident, $load:ident) => {
         impl BulkInsert for $conn {
+            fn bulk_load_users(&mut self, rows: &[NewUser]) -> QueryResult<usize> {
+                $load!(self, rows, users::table, NEW_USER_BINDS)
+            }
+
+            fn bulk_load_posts(&mut self, rows: &[NewPost]) -> QueryResult<usize> {
+                $load!(self, rows, posts::table, NEW_POST_BINDS)
+            }
+
+            fn bulk_load_comments(&mut self, rows: &[NewComment]) -> QueryResult<usize> {
+                $load!(self, rows, comments::table, NEW_COMMENT_BINDS)
+            }
+
             fn insert_users(&mut self, rows: &[NewUser]) -> QueryResult<Vec<User>> {
-                self.$transaction(|conn| {
+                $transaction(self, |conn| {
                     insert_chunks!(
                         conn,
                         rows,
@@ -59,7 +114,7 @@ macro_rules! impl_bulk_insert_sync {
             }
 
             fn insert_posts(&mut self, rows: &[NewPost]) -> QueryResult<Vec<Post>> {
-                self.$transaction(|conn| {
+                $transaction(self, |conn| {
                     insert_chunks!(
                         conn,
                         rows,
@@ -73,7 +128,7 @@ macro_rules! impl_bulk_insert_sync {
             }
 
             fn insert_comments(&mut self, rows: &[NewComment]) -> QueryResult<Vec<Comment>> {
-                self.$transaction(|conn| {
+                $transaction(self, |conn| {
                     insert_chunks!(
                         conn,
                         rows,
@@ -89,12 +144,39 @@ macro_rules! impl_bulk_insert_sync {
     };
 }
 
-// SQLite has one writer at a time: a write transaction takes the lock when it
-// begins (BEGIN IMMEDIATE) and waits out the busy timeout there, instead of
-// failing mid-way when its read lock cannot be upgraded.
-impl_bulk_insert_sync!(SqliteConnection, SQLITE_MAX_BINDS, immediate_transaction);
+/// SQLite loads: multi-row INSERTs without `RETURNING`, in one write transaction.
+macro_rules! load_sqlite {
+    ($conn:ident, $rows:ident, $table:path, $binds:expr) => {
+        sqlite_write_transaction($conn, |conn| {
+            load_chunks!($rows, $table, $binds, SQLITE_MAX_BINDS, |stmt| {
+                diesel::RunQueryDsl::execute(stmt, conn)
+            })
+        })
+    };
+}
+
+/// PostgreSQL loads: one `COPY … FROM STDIN (FORMAT BINARY)`, the fastest
+/// way in (diesel's `copy_from`).
 #[cfg(feature = "sync")]
-impl_bulk_insert_sync!(diesel::pg::PgConnection, POSTGRES_MAX_BINDS, transaction);
+macro_rules! load_postgres_copy {
+    ($conn:ident, $rows:ident, $table:path, $binds:expr) => {
+        diesel::ExecuteCopyFromDsl::execute(diesel::copy_from($table).from_insertable($rows), $conn)
+    };
+}
+
+impl_bulk_insert_sync!(
+    SqliteConnection,
+    SQLITE_MAX_BINDS,
+    sqlite_write_transaction,
+    load_sqlite
+);
+#[cfg(feature = "sync")]
+impl_bulk_insert_sync!(
+    diesel::pg::PgConnection,
+    POSTGRES_MAX_BINDS,
+    postgres_write_transaction,
+    load_postgres_copy
+);
 
 /// Bulk inserts in async mode: awaited chunks in one transaction on
 /// PostgreSQL; on SQLite the sync bulk insert in one blocking hop
@@ -117,14 +199,8 @@ macro_rules! impl_bulk_insert_async {
                         }
                         Self::Sqlite(conn) => {
                             let rows = rows.to_vec();
-                            let scope = QueryScope::current();
-                            conn.spawn_blocking(move |conn| {
-                                let mut insert = || BulkInsert::$name(conn, &rows);
-                                match scope {
-                                    Some(scope) => scope.run(insert),
-                                    None => insert(),
-                                }
-                            })
+                            let context = ScopeContext::capture();
+                            conn.spawn_blocking(move |conn| context.enter(|| BulkInsert::$name(conn, &rows)))
                             .await
                         }
                     }
@@ -139,4 +215,43 @@ impl_bulk_insert_async! {
     fn insert_users(NewUser) -> User { users::table, NEW_USER_BINDS }
     fn insert_posts(NewPost) -> Post { posts::table, NEW_POST_BINDS }
     fn insert_comments(NewComment) -> Comment { comments::table, NEW_COMMENT_BINDS }
+}
+
+/// Loads in async mode: on PostgreSQL multi-row INSERTs without
+/// `RETURNING`, awaited in one transaction (diesel-async has no COPY); on
+/// SQLite the sync load in one blocking hop.
+#[cfg(feature = "async")]
+macro_rules! impl_bulk_load_async {
+    ($( fn $name:ident($row:ty) { $table:path, $binds:expr } )*) => {
+        impl crate::asynchronous::AsyncConn<'_> {
+            $(
+                pub(crate) async fn $name(&mut self, rows: &[$row]) -> QueryResult<usize> {
+                    use diesel_async::AsyncConnection;
+                    match self {
+                        Self::Postgres(conn) => {
+                            conn.transaction(async |conn| {
+                                load_chunks!(rows, $table, $binds, POSTGRES_MAX_BINDS, |stmt| {
+                                    diesel_async::RunQueryDsl::execute(stmt, conn).await
+                                })
+                            })
+                            .await
+                        }
+                        Self::Sqlite(conn) => {
+                            let rows = rows.to_vec();
+                            let context = ScopeContext::capture();
+                            conn.spawn_blocking(move |conn| context.enter(|| BulkInsert::$name(conn, &rows)))
+                                .await
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(feature = "async")]
+impl_bulk_load_async! {
+    fn bulk_load_users(NewUser) { users::table, NEW_USER_BINDS }
+    fn bulk_load_posts(NewPost) { posts::table, NEW_POST_BINDS }
+    fn bulk_load_comments(NewComment) { comments::table, NEW_COMMENT_BINDS }
 }

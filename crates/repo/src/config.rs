@@ -1,8 +1,11 @@
 //! Pool configuration: which database, how many connections, how long to wait.
 
+use std::fmt;
 use std::time::Duration;
 
 pub use keel_migrations::DatabaseUrl;
+
+use crate::RepoError;
 
 /// How to reach the database and size the pool. [`DatabaseConfig::new`] gives
 /// the defaults; [`DatabaseConfig::from_env`] reads overrides.
@@ -110,6 +113,15 @@ impl DatabaseConfig {
         format!("{url}{separator}connect_timeout={seconds}")
     }
 
+    /// A [`RepoError::Connection`] for `error`, naming the backend and the
+    /// database, on one line, with any password of the URL hidden: drivers'
+    /// messages may quote parts of the URL (libpq quotes a malformed
+    /// password whole).
+    pub(crate) fn connection_error(&self, error: impl fmt::Display) -> RepoError {
+        let message = format!("{} at {}: {error}", self.url.backend_name(), self.url);
+        RepoError::Connection(self.url.redact(&one_line(&message)))
+    }
+
     /// The statements every new SQLite connection runs first: the busy
     /// timeout before anything that could wait on a lock; case-sensitive
     /// `LIKE`, as on PostgreSQL (and so SQLite can serve a prefix from an index).
@@ -120,6 +132,11 @@ impl DatabaseConfig {
             self.sqlite_busy_timeout.as_millis()
         )
     }
+}
+
+/// `text` with every run of whitespace (libpq's messages span lines) as one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn is_in_memory(path: &str) -> bool {

@@ -45,11 +45,110 @@ pub enum RepoError {
         waited: Duration,
     },
     /// The database could not be reached or the pool could not be built.
+    /// Passwords in the database URL never appear in the message.
     #[error("cannot connect to the database: {0}")]
     Connection(String),
+    /// The connection was lost during the call: the server restarted or shut
+    /// down, or the network failed. The pool discards that connection and
+    /// opens a new one for a later call. A write that was not in an explicit
+    /// transaction may or may not have been applied; a transaction that
+    /// had not committed was not.
+    #[error("the database connection was lost: {0}")]
+    Unavailable(String),
+    /// SQLite: another connection held the write lock for longer than the
+    /// busy timeout (`KEEL_SQLITE_BUSY_TIMEOUT_MS`). Nothing was written.
+    #[error("the database is locked by another writer (waited the busy timeout): {0}")]
+    Busy(String),
+    /// PostgreSQL: a concurrent transaction conflicted with this one (a
+    /// serialization failure, SQLSTATE 40001, or a deadlock, 40P01), and this
+    /// one was rolled back. Running the whole transaction again may succeed:
+    /// see `transaction_with_retry`.
+    #[error("the transaction conflicted with a concurrent one and was rolled back: {0}")]
+    TransactionConflict(String),
+    /// Strict mode: one query shape ran more often than the scope's repeat
+    /// threshold, a likely N+1 (see [`crate::scope`]).
+    #[error(
+        "likely N+1 in {scope}: this query ran {count} times: {statement}; load the relation eagerly"
+    )]
+    RepeatedStatement {
+        /// The scope's name.
+        scope: String,
+        /// The SQL, without bind values.
+        statement: String,
+        /// How often it had run.
+        count: u32,
+    },
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[source] DieselError),
+}
+
+/// Messages PostgreSQL sends as it closes a session: `terminating
+/// connection due to administrator command` (57P01, a fast shutdown),
+/// `… because of crash of another server process` (57P02), `… due to
+/// idle-session timeout` (57P05); and those it answers while it cannot
+/// serve: `the database system is shutting down` / `is starting up` / `is in
+/// recovery mode` / `is not yet accepting connections` (57P03). Diesel
+/// reports all of them as `DatabaseErrorKind::Unknown`, and tokio-postgres
+/// gives no other handle on them through diesel-async.
+const CONNECTION_LOST_PREFIXES: &[&str] = &["terminating connection", "the database system is"];
+
+/// PostgreSQL's message for SQLSTATE 40P01, which diesel reports as
+/// `DatabaseErrorKind::Unknown` (it maps 40001 alone to `SerializationFailure`).
+const DEADLOCK_MESSAGE: &str = "deadlock detected";
+
+/// SQLite's messages for SQLITE_BUSY and SQLITE_LOCKED, which diesel reports
+/// as `DatabaseErrorKind::Unknown`.
+const SQLITE_BUSY_PREFIXES: &[&str] = &[
+    "database is locked",
+    "database table is locked",
+    "database schema is locked",
+];
+
+/// How a diesel error should be treated beyond its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    /// The connection is gone: discard it.
+    ConnectionLost,
+    /// A serialization failure or deadlock: the transaction may be retried.
+    TransactionConflict,
+    /// SQLite's lock wait ran out.
+    Busy,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorClass {
+    /// Classifies `error` by kind, and by message where diesel leaves the
+    /// kind `Unknown`.
+    pub(crate) fn of(error: &DieselError) -> Self {
+        match error {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => Self::ConnectionLost,
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                Self::TransactionConflict
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+                let message = info.message();
+                if message.starts_with(DEADLOCK_MESSAGE) {
+                    Self::TransactionConflict
+                } else if SQLITE_BUSY_PREFIXES.iter().any(|p| message.starts_with(p)) {
+                    Self::Busy
+                } else if CONNECTION_LOST_PREFIXES
+                    .iter()
+                    .any(|p| message.starts_with(p))
+                {
+                    Self::ConnectionLost
+                } else {
+                    Self::Other
+                }
+            }
+            DieselError::RollbackErrorOnCommit { commit_error, .. } => Self::of(commit_error),
+            _ => Self::Other,
+        }
+    }
 }
 
 /// Unique constraints by name, with what they mean to a person. SQLite names
@@ -71,6 +170,21 @@ fn conflict_message(constraint: &str) -> String {
 }
 
 impl RepoError {
+    /// Whether the same call may succeed later without any change to its
+    /// input: the pool, the connection or a lock was the problem, not the
+    /// request. (A lost connection's write may have been applied: retry
+    /// writes only when they are idempotent.)
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::PoolTimeout { .. }
+                | Self::Connection(_)
+                | Self::Unavailable(_)
+                | Self::Busy(_)
+                | Self::TransactionConflict(_)
+        )
+    }
+
     /// A validation error.
     pub fn validation(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Validation {
@@ -124,7 +238,26 @@ impl From<DieselError> for RepoError {
                 entity: "row",
                 key: "requested".to_owned(),
             },
-            other => Self::Database(other),
+            other => match ErrorClass::of(&other) {
+                ErrorClass::ConnectionLost => Self::Unavailable(database_message(&other)),
+                ErrorClass::TransactionConflict => {
+                    Self::TransactionConflict(database_message(&other))
+                }
+                ErrorClass::Busy => Self::Busy(database_message(&other)),
+                ErrorClass::Other => Self::Database(other),
+            },
         }
     }
+}
+
+/// The database's own message for `error`, on one line.
+fn database_message(error: &DieselError) -> String {
+    let message = match error {
+        DieselError::DatabaseError(_, info) => info.message().to_owned(),
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => {
+            return database_message(commit_error);
+        }
+        other => other.to_string(),
+    };
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -19,7 +19,12 @@ use crate::QueryScope;
 /// with `conn.set_instrumentation(counter.clone())`.
 #[derive(Debug, Clone, Default)]
 pub struct StatementCounter {
-    count: Arc<AtomicU64>,
+    /// Every statement started, transaction control included.
+    started: Arc<AtomicU64>,
+    /// Transaction events (begin, commit, rollback, savepoints): diesel and
+    /// diesel-async each send exactly one statement for each, so the
+    /// difference counts the queries without formatting a single one.
+    transaction_control: Arc<AtomicU64>,
 }
 
 impl StatementCounter {
@@ -30,7 +35,10 @@ impl StatementCounter {
 
     /// Statements counted so far.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        // Read the subtrahend first: a transaction in flight can only make
+        // the result lag by its BEGIN, never underflow.
+        let control = self.transaction_control.load(Ordering::Acquire);
+        self.started.load(Ordering::Acquire).saturating_sub(control)
     }
 
     /// Runs `f` and returns its result with the statements it ran. Only
@@ -44,13 +52,24 @@ impl StatementCounter {
 
 impl Instrumentation for StatementCounter {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { query, .. } = event
-            && !is_transaction_control(&leading_keyword(query))
-        {
-            self.count.fetch_add(1, Ordering::Relaxed);
-            if let Some(scope) = QueryScope::current() {
-                scope.record_statement();
+        match event {
+            InstrumentationEvent::StartQuery { query, .. } => {
+                self.started.fetch_add(1, Ordering::AcqRel);
+                // Only a scope needs the text: formatting a statement builds
+                // its SQL again, which the plain count avoids.
+                if let Some(scope) = QueryScope::current() {
+                    let keyword = leading_keyword(query);
+                    if !is_transaction_control(&keyword) {
+                        scope.record_statement(&keyword, query);
+                    }
+                }
             }
+            InstrumentationEvent::BeginTransaction { .. }
+            | InstrumentationEvent::CommitTransaction { .. }
+            | InstrumentationEvent::RollbackTransaction { .. } => {
+                self.transaction_control.fetch_add(1, Ordering::AcqRel);
+            }
+            _ => {}
         }
     }
 }

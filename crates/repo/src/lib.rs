@@ -93,7 +93,8 @@ pub mod queries;
 #[cfg(any(feature = "sync", feature = "async"))]
 mod repositories;
 mod requests;
-mod scope;
+mod retry;
+pub mod scope;
 #[cfg(feature = "sync")]
 pub mod sync;
 mod validate;
@@ -106,4 +107,5 @@ pub use loading::{
     PostWithAuthorAndComments, PostWithComments, UserWithPosts, UserWithPostsAndComments,
 };
 pub use requests::{CommentsQuery, MAX_PAGE_SIZE, Page, TableSize, TableSizes};
-pub use scope::QueryScope;
+pub use retry::{RetryPolicy, RetryableError};
+pub use scope::{QueryScope, RepeatedStatement};

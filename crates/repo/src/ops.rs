@@ -19,12 +19,12 @@ use keel_models::{
 };
 use keel_schema::{comments, posts, users};
 
-#[cfg(feature = "async")]
-use crate::QueryScope;
 use crate::bulk::BulkInsert;
 use crate::loading::{self, PostWithAuthorAndComments, UserWithPosts, UserWithPostsAndComments};
 use crate::queries;
 use crate::requests::{CommentsQuery, TableSize, TableSizes};
+#[cfg(feature = "async")]
+use crate::scope::ScopeContext;
 
 /// Bind parameters one SQLite statement may carry (the bundled library's
 /// limit; PostgreSQL allows 65,535).
@@ -296,8 +296,8 @@ macro_rules! dispatch_ops {
                         Self::Postgres(conn) => AsyncOps::$name(&mut **conn $(, $arg)*).await,
                         Self::Sqlite(conn) => {
                             $( let $arg = owned_args::IntoOwnedArg::into_owned_arg($arg); )*
-                            let scope = QueryScope::current();
-                            conn.spawn_blocking(move |conn| in_scope(scope, || {
+                            let context = ScopeContext::capture();
+                            conn.spawn_blocking(move |conn| context.enter(|| {
                                 BlockingOps::$name(conn $(, owned_args::OwnedArg::as_arg(&$arg))*)
                             }))
                             .await
@@ -311,15 +311,6 @@ macro_rules! dispatch_ops {
 
 #[cfg(feature = "async")]
 with_op_list!(dispatch_ops!());
-
-/// Runs `f` in `scope` (the caller's, carried into a blocking hop).
-#[cfg(feature = "async")]
-fn in_scope<T>(scope: Option<QueryScope>, f: impl FnOnce() -> T) -> T {
-    match scope {
-        Some(scope) => scope.run(f),
-        None => f(),
-    }
-}
 
 /// Owned copies of operation arguments, so an operation can move to a
 /// blocking thread and borrow them there as the sync executor expects.

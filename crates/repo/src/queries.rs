@@ -222,7 +222,7 @@ pub(crate) mod postgres {
         vec![
             diesel::sql_query("LOCK TABLE users, posts, comments IN SHARE ROW EXCLUSIVE MODE"),
             diesel::sql_query(
-            "SELECT \
+                "SELECT \
              setval(pg_get_serial_sequence('users', 'id'), COALESCE((SELECT MAX(id) FROM users), 0) + 1, false), \
              setval(pg_get_serial_sequence('posts', 'id'), COALESCE((SELECT MAX(id) FROM posts), 0) + 1, false), \
              setval(pg_get_serial_sequence('comments', 'id'), COALESCE((SELECT MAX(id) FROM comments), 0) + 1, false)",

@@ -39,6 +39,18 @@ macro_rules! with_repository_list {
                 call!(self, |c| c.insert_users(users))
             }
 
+            /// Loads many users without reading them back (no ids, no
+            /// `RETURNING`): `COPY` on sync PostgreSQL, multi-row `INSERT`s
+            /// elsewhere, one transaction for the call. The fast path for
+            /// bulk loads; returns how many rows went in.
+            pub fn insert_many(&self, users: &[NewUser]) -> usize {
+                users.iter().try_for_each(validate::new_user)?;
+                if users.is_empty() {
+                    return Ok(0);
+                }
+                call!(self, |c| c.bulk_load_users(users))
+            }
+
             /// Applies `changes` and returns the user as stored. No change at all
             /// is not an error: it returns the user unchanged.
             pub fn update(&self, id: i32, changes: &UserChangeset) -> User {
@@ -71,7 +83,7 @@ macro_rules! with_repository_list {
             /// repeat a row. 1 statement.
             pub fn page(&self, after: Option<i32>, limit: i64) -> Page<User> {
                 validate::limit(limit, MAX_PAGE_SIZE)?;
-                let users = call!(self, |c| c.users_after(after.unwrap_or(0), limit))?;
+                let users = call_paging!(self, |c| c.users_after(after.unwrap_or(0), limit))?;
                 Ok(Page::new(users, limit, |u| u.id))
             }
 
@@ -148,6 +160,16 @@ macro_rules! with_repository_list {
                     return Ok(Vec::new());
                 }
                 call_write!(self, "author_id", |c| c.insert_posts(posts))
+            }
+
+            /// Loads many posts without reading them back; see
+            /// `UserRepository::insert_many`.
+            pub fn insert_many(&self, posts: &[NewPost]) -> usize {
+                posts.iter().try_for_each(validate::new_post)?;
+                if posts.is_empty() {
+                    return Ok(0);
+                }
+                call_write!(self, "author_id", |c| c.bulk_load_posts(posts))
             }
 
             /// The post with this id. 1 statement.
@@ -232,6 +254,16 @@ macro_rules! with_repository_list {
                 call_write!(self, "post_id or author_id", |c| c.insert_comments(comments))
             }
 
+            /// Loads many comments without reading them back; see
+            /// `UserRepository::insert_many`.
+            pub fn insert_many(&self, comments: &[NewComment]) -> usize {
+                comments.iter().try_for_each(validate::new_comment)?;
+                if comments.is_empty() {
+                    return Ok(0);
+                }
+                call_write!(self, "post_id or author_id", |c| c.bulk_load_comments(comments))
+            }
+
             /// The comment with this id. 1 statement.
             pub fn get_by_id(&self, id: i32) -> Comment {
                 validate::id("id", id)?;
@@ -248,7 +280,7 @@ macro_rules! with_repository_list {
             ) -> Page<Comment> {
                 validate::id("post_id", post_id)?;
                 validate::limit(limit, MAX_PAGE_SIZE)?;
-                let comments = call!(self, |c| c.comments_for_post(post_id, after.unwrap_or(0), limit))?;
+                let comments = call_paging!(self, |c| c.comments_for_post(post_id, after.unwrap_or(0), limit))?;
                 Ok(Page::new(comments, limit, |c| c.id))
             }
 

@@ -1,5 +1,6 @@
 //! Statement scopes: everything a unit of work (a request, a test, a job)
-//! ran on the database, counted on the connections it used.
+//! ran on the database, counted on the connections it used, and the N+1
+//! guard built on them.
 //!
 //! A scope is entered with [`QueryScope::run`] (sync: for the current
 //! thread) or [`QueryScope::run_async`] (async: it follows the task, across
@@ -7,41 +8,151 @@
 //! SQLite). Pooled connections carry the hook ([`crate::StatementCounter`]),
 //! so every checkout inside a scope is counted without the caller doing
 //! anything, and a scope never sees another task's statements.
+//!
+//! Within a scope statements are grouped by shape (the SQL without its bind
+//! values). When one `SELECT` shape runs more than the repeat threshold
+//! (default 10, `KEEL_REPEAT_THRESHOLD`), that is a likely N+1: a `tracing`
+//! warning names the statement, the count and the scope, and in strict mode
+//! (`KEEL_STRICT=1`, or [`QueryScope::strict`]) the next repository call in
+//! the scope fails with [`RepoError::RepeatedStatement`]. Repetition that is
+//! meant (a paging loop) runs inside [`QueryScope::repeats_intended`];
+//! keel-repo's own paging methods do that already, and writes never count.
 
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// The statements run inside one unit of work. Clones share the count.
-#[derive(Debug, Clone, Default)]
+use crate::RepoError;
+
+/// Statements kept per scope for failure messages.
+const LOG_CAPACITY: usize = 200;
+
+/// A `SELECT` shape that ran more often than the threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatedStatement {
+    /// The SQL, without bind values.
+    pub statement: String,
+    /// How often it had run when it crossed the threshold.
+    pub count: u32,
+}
+
+/// The statements run inside one unit of work. Clones share the record.
+#[derive(Clone)]
 pub struct QueryScope {
-    statements: Arc<AtomicU64>,
+    state: Arc<ScopeState>,
+}
+
+struct ScopeState {
+    name: String,
+    strict: bool,
+    repeat_threshold: u32,
+    statements: AtomicU64,
+    record: Mutex<Record>,
+}
+
+#[derive(Default)]
+struct Record {
+    log: Vec<String>,
+    select_shapes: HashMap<String, u32>,
+    repeated: Option<RepeatedStatement>,
 }
 
 thread_local! {
     static THREAD_SCOPE: RefCell<Option<QueryScope>> = const { RefCell::new(None) };
+    static THREAD_INTENDED: Cell<bool> = const { Cell::new(false) };
 }
 
 #[cfg(feature = "async")]
 tokio::task_local! {
     static TASK_SCOPE: QueryScope;
+    static TASK_INTENDED: bool;
+}
+
+impl fmt::Debug for QueryScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryScope")
+            .field("name", &self.state.name)
+            .field("statements", &self.statements())
+            .field("strict", &self.state.strict)
+            .finish()
+    }
+}
+
+impl Default for QueryScope {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl QueryScope {
-    /// A new, empty scope.
+    /// A new, empty scope named `scope`; strict when `KEEL_STRICT=1`, with
+    /// the threshold from `KEEL_REPEAT_THRESHOLD` (default 10).
     pub fn new() -> Self {
-        Self::default()
+        Self::named("scope")
+    }
+
+    /// A new scope with a name for warnings (e.g. `GET /users/{id}`).
+    pub fn named(name: impl Into<String>) -> Self {
+        let strict =
+            std::env::var("KEEL_STRICT").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        let repeat_threshold = std::env::var("KEEL_REPEAT_THRESHOLD")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(10);
+        Self::build(name.into(), strict, repeat_threshold)
+    }
+
+    fn build(name: String, strict: bool, repeat_threshold: u32) -> Self {
+        Self {
+            state: Arc::new(ScopeState {
+                name,
+                strict,
+                repeat_threshold,
+                statements: AtomicU64::new(0),
+                record: Mutex::new(Record::default()),
+            }),
+        }
+    }
+
+    /// The same scope, but strict (or not): a repeated shape fails the next
+    /// repository call instead of only warning. Call before running anything.
+    #[must_use]
+    pub fn strict(self, strict: bool) -> Self {
+        Self::build(self.state.name.clone(), strict, self.state.repeat_threshold)
+    }
+
+    /// The same scope with another repeat threshold. Call before running anything.
+    #[must_use]
+    pub fn repeat_threshold(self, threshold: u32) -> Self {
+        Self::build(self.state.name.clone(), self.state.strict, threshold)
+    }
+
+    /// The scope's name.
+    pub fn name(&self) -> &str {
+        &self.state.name
     }
 
     /// Statements counted so far (transaction control excluded).
     pub fn statements(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
+        self.state.statements.load(Ordering::Relaxed)
+    }
+
+    /// The statements run so far, in order, with their bind values (the
+    /// first 200).
+    pub fn statement_log(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+
+    /// The first `SELECT` shape that ran more often than the threshold.
+    pub fn repeated(&self) -> Option<RepeatedStatement> {
+        self.lock().repeated.clone()
     }
 
     /// Runs `f` with this scope current on this thread.
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
         let previous = THREAD_SCOPE.with(|s| s.replace(Some(self.clone())));
-        // Restore on the way out, even if `f` panics.
         struct Restore(Option<QueryScope>);
         impl Drop for Restore {
             fn drop(&mut self) {
@@ -71,7 +182,188 @@ impl QueryScope {
         None
     }
 
-    pub(crate) fn record_statement(&self) {
-        self.statements.fetch_add(1, Ordering::Relaxed);
+    /// Runs `f` with repeated statements marked as intended (a paging loop):
+    /// they are counted, but never reported as an N+1.
+    pub fn repeats_intended<T>(f: impl FnOnce() -> T) -> T {
+        let previous = THREAD_INTENDED.with(|i| i.replace(true));
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                THREAD_INTENDED.with(|i| i.set(self.0));
+            }
+        }
+        let _restore = Restore(previous);
+        f()
+    }
+
+    /// [`QueryScope::repeats_intended`] for a future.
+    #[cfg(feature = "async")]
+    pub async fn repeats_intended_async<F: Future>(f: F) -> F::Output {
+        TASK_INTENDED.scope(true, f).await
+    }
+
+    fn intended_here() -> bool {
+        if THREAD_INTENDED.with(Cell::get) {
+            return true;
+        }
+        #[cfg(feature = "async")]
+        if TASK_INTENDED.try_with(|i| *i).unwrap_or(false) {
+            return true;
+        }
+        false
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+        // A panic while holding the lock leaves a record still worth reading.
+        self.state
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one statement (called by the connection hook).
+    pub(crate) fn record_statement(&self, keyword: &str, query: &dyn fmt::Display) {
+        self.state.statements.fetch_add(1, Ordering::Relaxed);
+        let text = query.to_string();
+        let shape = text
+            .split(" -- binds:")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let mut record = self.lock();
+        if record.log.len() < LOG_CAPACITY {
+            record.log.push(text);
+        }
+        if keyword != "SELECT" || Self::intended_here() {
+            return;
+        }
+        let count = record.select_shapes.entry(shape.clone()).or_insert(0);
+        *count += 1;
+        let count = *count;
+        if count == self.state.repeat_threshold.saturating_add(1) {
+            tracing::warn!(
+                scope = %self.state.name,
+                count,
+                statement = %shape,
+                "likely N+1: the same query ran more than {} times in one scope; load the relation eagerly",
+                self.state.repeat_threshold
+            );
+            record.repeated.get_or_insert(RepeatedStatement {
+                statement: shape,
+                count,
+            });
+        }
+    }
+
+    /// In strict mode, the repeated statement as an error.
+    pub(crate) fn check(&self) -> Result<(), RepoError> {
+        if !self.state.strict {
+            return Ok(());
+        }
+        match self.repeated() {
+            Some(RepeatedStatement { statement, count }) => Err(RepoError::RepeatedStatement {
+                scope: self.state.name.clone(),
+                statement,
+                count,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// After a repository call: fails it when the current scope is strict and
+/// has seen a likely N+1.
+pub(crate) fn check_current<T>(result: Result<T, RepoError>) -> Result<T, RepoError> {
+    let value = result?;
+    if let Some(scope) = QueryScope::current() {
+        scope.check()?;
+    }
+    Ok(value)
+}
+
+/// The scope and intent of the caller, carried into a blocking hop.
+#[cfg(feature = "async")]
+pub(crate) struct ScopeContext {
+    scope: Option<QueryScope>,
+    intended: bool,
+}
+
+#[cfg(feature = "async")]
+impl ScopeContext {
+    pub(crate) fn capture() -> Self {
+        Self {
+            scope: QueryScope::current(),
+            intended: QueryScope::intended_here(),
+        }
+    }
+
+    pub(crate) fn enter<T>(self, f: impl FnOnce() -> T) -> T {
+        let in_scope = || match self.scope {
+            Some(scope) => scope.run(f),
+            None => f(),
+        };
+        if self.intended {
+            QueryScope::repeats_intended(in_scope)
+        } else {
+            in_scope()
+        }
+    }
+}
+
+/// Asserts that `$body` runs at most (`<=`) or exactly (`==`) `$n`
+/// statements; the failure lists the statements that ran. Sync code:
+///
+/// ```ignore
+/// keel_repo::assert_statements!(<= 3, { db.users().users_with_posts_and_comments(100).unwrap(); });
+/// ```
+#[macro_export]
+macro_rules! assert_statements {
+    ($op:tt $n:expr, $body:block) => {{
+        let scope = $crate::QueryScope::named("assert_statements!");
+        let value = scope.run(|| $body);
+        $crate::scope::assert_budget(&scope, stringify!($op), $n);
+        value
+    }};
+}
+
+/// [`assert_statements!`] for async code: `$body` is awaited in the scope.
+///
+/// ```ignore
+/// keel_repo::assert_statements_async!(<= 3, async { db.users().get_by_id(1).await.unwrap(); });
+/// ```
+#[cfg(feature = "async")]
+#[macro_export]
+macro_rules! assert_statements_async {
+    ($op:tt $n:expr, $body:expr) => {{
+        let scope = $crate::QueryScope::named("assert_statements_async!");
+        let value = scope.run_async($body).await;
+        $crate::scope::assert_budget(&scope, stringify!($op), $n);
+        value
+    }};
+}
+
+/// The check behind the budget macros.
+#[doc(hidden)]
+#[track_caller]
+pub fn assert_budget(scope: &QueryScope, op: &str, budget: u64) {
+    let ran = scope.statements();
+    let within = match op {
+        "==" => ran == budget,
+        "<=" => ran <= budget,
+        "<" => ran < budget,
+        _ => panic!("assert_statements!: use <=, < or == (got {op})"),
+    };
+    if !within {
+        let log = scope.statement_log();
+        let listing: Vec<String> = log
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("  {}. {s}", i + 1))
+            .collect();
+        panic!(
+            "expected {op} {budget} statements, {ran} ran:\n{}",
+            listing.join("\n")
+        );
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Every request runs in a [`QueryScope`]: its statements are counted on the
 //! pooled connections it used, returned as `X-Query-Count`, and logged with
-//! the method, path, status and latency.
+//! the method, path, status and latency. A request over its statement budget,
+//! or one that repeats a query shape (a likely N+1), logs a warning; with
+//! `KEEL_STRICT=1` the repeat fails the request with a 500 (the statement is
+//! logged, never sent to the client).
 
 mod error;
 mod health;
@@ -38,6 +41,13 @@ pub(crate) struct ServeArgs {
     /// Do not apply pending migrations at start.
     #[arg(long)]
     no_migrate: bool,
+    /// Fail a request that repeats a query shape (a likely N+1) with a 500,
+    /// instead of only logging a warning.
+    #[arg(long, env = "KEEL_STRICT", value_parser = clap::builder::BoolishValueParser::new())]
+    strict: bool,
+    /// Statements a request may run before its log line is a warning.
+    #[arg(long, env = "KEEL_STATEMENT_BUDGET", default_value_t = 20)]
+    statement_budget: u64,
     /// Seed an empty database with this many users (10 posts each, 2
     /// comments per post) before serving, so there is data to look at.
     #[arg(long, value_name = "USERS")]
@@ -74,6 +84,8 @@ async fn serve(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn s
     let state = AppState {
         db: Arc::new(db),
         metrics: Arc::new(Metrics::new()?),
+        statement_budget: args.statement_budget,
+        strict: args.strict,
     };
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     let address = listener.local_addr()?;
@@ -88,7 +100,11 @@ async fn serve(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn s
 
 /// The router with its middleware: body limit, panic guard, per-request scope.
 pub(crate) fn app(state: AppState) -> Router {
-    routes::router(state.clone())
+    with_middleware(routes::router(state.clone()), state)
+}
+
+fn with_middleware(router: Router, state: AppState) -> Router {
+    router
         .layer(middleware::from_fn_with_state(state, observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {
@@ -107,9 +123,18 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
-    let scope = QueryScope::new();
+    let scope = QueryScope::named(format!("{method} {path}")).strict(state.strict);
     let mut response = scope.run_async(next.run(request)).await;
     let statements = scope.statements();
+    if statements > state.statement_budget {
+        tracing::warn!(
+            %method,
+            %path,
+            statements,
+            budget = state.statement_budget,
+            "request ran more statements than its budget"
+        );
+    }
     let elapsed = started.elapsed();
     response
         .headers_mut()
@@ -155,4 +180,126 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    //! The N+1 guard in the request path: a handler that looks rows up one
+    //! by one warns, or in strict mode fails with a 500 whose body does not
+    //! leak the SQL.
+
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use axum::routing::get;
+    use keel_repo::DatabaseUrl;
+
+    use super::*;
+
+    /// Every log line of this test binary, for the assertions below.
+    fn captured_log() -> Arc<Mutex<Vec<u8>>> {
+        static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let sink = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || CapturedWriter(sink.clone()))
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            log
+        })
+        .clone()
+    }
+
+    struct CapturedWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CapturedWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A deliberate N+1: the same lookup, once per "row".
+    async fn lookup_in_a_loop(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+        for _ in 0..12 {
+            state.db.users().get_by_id(1).await?;
+        }
+        Ok("done")
+    }
+
+    async fn serve_loop(strict: bool) -> (reqwest::Response, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = DatabaseUrl::Sqlite(dir.path().join("keel.db").display().to_string());
+        let db = AsyncDatabase::connect(&DatabaseConfig::new(url))
+            .await
+            .expect("pool");
+        db.run_migrations().await.expect("migrate");
+        db.users()
+            .create(&keel_models::NewUser {
+                email: "a@example.com".into(),
+                full_name: "A".into(),
+                first_name: None,
+                last_name: None,
+                is_active: true,
+            })
+            .await
+            .expect("user");
+        let state = AppState {
+            db: Arc::new(db),
+            metrics: Arc::new(Metrics::new().expect("metrics")),
+            statement_budget: 5,
+            strict,
+        };
+        let router = Router::new()
+            .route("/loop", get(lookup_in_a_loop))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, with_middleware(router, state)).await });
+        let response = reqwest::get(format!("http://{address}/loop"))
+            .await
+            .expect("request");
+        (response, dir)
+    }
+
+    fn log_text() -> String {
+        String::from_utf8_lossy(&captured_log().lock().expect("log")).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_shape_warns_and_strict_mode_fails_the_request() {
+        captured_log();
+        let (response, _dir) = serve_loop(false).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-query-count"], "12");
+        let log = log_text();
+        assert!(
+            log.contains("likely N+1") && log.contains("GET /loop"),
+            "{log}"
+        );
+        assert!(log.contains("more statements than its budget"), "{log}");
+
+        let (response, _dir) = serve_loop(true).await;
+        assert_eq!(response.status(), 500);
+        let body = response.text().await.expect("body");
+        assert!(
+            body.contains("internal") && !body.contains("SELECT"),
+            "the SQL stays out of the body: {body}"
+        );
+        assert!(
+            log_text().contains("RepeatedStatement")
+                || log_text().contains("likely N+1 in GET /loop"),
+            "{}",
+            log_text()
+        );
+    }
 }

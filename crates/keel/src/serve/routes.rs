@@ -20,6 +20,8 @@ use super::metrics::Metrics;
 pub(crate) struct AppState {
     pub(crate) db: Arc<AsyncDatabase>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) statement_budget: u64,
+    pub(crate) strict: bool,
 }
 
 /// Default and largest page an endpoint returns.

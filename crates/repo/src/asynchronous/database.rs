@@ -1,9 +1,17 @@
 //! The async connection pool over PostgreSQL or SQLite, and transactions.
+//!
+//! Dead connections: an `AsyncPgConnection` knows when its server went away
+//! (tokio-postgres ends the connection task, `is_closed()`), and diesel-async
+//! counts that as broken. The recycle check below asks exactly that, with no
+//! query: deadpool runs it before handing a pooled connection out, bb8 on
+//! checkout (`test_on_check_out`), so after a server restart idle
+//! connections are replaced instead of failing a call each.
 
 use diesel::ConnectionError;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
@@ -12,14 +20,19 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::{
     AsyncConn, AsyncExecutor, CommentRepository, ConnGuard, PostRepository, UserRepository, private,
 };
-use crate::{DatabaseConfig, DatabaseUrl, RepoError, StatementCounter};
+use crate::{
+    DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
+};
 
 type SqliteAsync = SyncConnectionWrapper<SqliteConnection>;
 
 #[cfg(not(feature = "bb8"))]
 mod pool_impl {
     //! deadpool, the default async pool.
+    use std::time::Duration;
+
     use super::*;
+    use deadpool::managed::{Hook, HookError, Metrics, TimeoutType};
     use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 
     pub(super) type BackendPool<C> = Pool<C>;
@@ -30,18 +43,95 @@ mod pool_impl {
         config: &DatabaseConfig,
     ) -> Result<Pool<C>, RepoError>
     where
+        C: Send + 'static,
         AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
     {
-        let pool = Pool::builder(manager)
+        let expiry = Expiry::of(config);
+        let mut builder = Pool::builder(manager)
             .max_size(config.effective_pool_size() as usize)
             .wait_timeout(Some(config.checkout_timeout))
             .create_timeout(Some(config.connect_timeout))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| RepoError::Connection(e.to_string()))?;
+            .runtime(deadpool::Runtime::Tokio1);
+        if expiry.is_set() {
+            // deadpool has no idle timeout or lifetime of its own: a
+            // connection past either is discarded instead of handed out…
+            builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
+                if expiry.expired(metrics) {
+                    Err(HookError::message("idle or lifetime limit reached"))
+                } else {
+                    Ok(())
+                }
+            }));
+        }
+        let pool = builder.build().map_err(|e| config.connection_error(e))?;
+        if let Some(every) = expiry.sweep_interval() {
+            // … and one left idle in the pool is closed by a sweep.
+            tokio::spawn(sweep(pool.weak(), expiry, every));
+        }
         // Open one connection now, so a bad URL fails here, not on first use.
         drop(checkout(&pool, config).await?);
         Ok(pool)
+    }
+
+    /// `DatabaseConfig::idle_timeout` and `max_lifetime`, for deadpool. Idle
+    /// time counts from when the connection was last handed out (deadpool's
+    /// `Metrics::last_used`), so a connection held for longer than the idle
+    /// timeout is replaced at its next checkout.
+    #[derive(Clone, Copy)]
+    pub(super) struct Expiry {
+        idle_timeout: Option<Duration>,
+        max_lifetime: Option<Duration>,
+    }
+
+    impl Expiry {
+        pub(super) fn of(config: &DatabaseConfig) -> Self {
+            // An in-memory database lives only as long as its one connection.
+            let in_memory = config.effective_pool_size() == 1 && config.pool_size != 1;
+            Self {
+                idle_timeout: config.idle_timeout.filter(|_| !in_memory),
+                max_lifetime: config.max_lifetime.filter(|_| !in_memory),
+            }
+        }
+
+        fn is_set(&self) -> bool {
+            self.idle_timeout.is_some() || self.max_lifetime.is_some()
+        }
+
+        pub(super) fn expired(&self, metrics: &Metrics) -> bool {
+            self.max_lifetime
+                .is_some_and(|limit| metrics.age() >= limit)
+                || self
+                    .idle_timeout
+                    .is_some_and(|limit| metrics.last_used() >= limit)
+        }
+
+        /// How often the sweep runs: a quarter of the shorter limit, between
+        /// 50 ms and 30 s.
+        fn sweep_interval(&self) -> Option<Duration> {
+            let shortest = match (self.idle_timeout, self.max_lifetime) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b)?,
+            };
+            Some((shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(30)))
+        }
+    }
+
+    /// Closes idle connections past their limits until the pool is dropped.
+    async fn sweep<C>(
+        pool: deadpool::managed::WeakPool<AsyncDieselConnectionManager<C>>,
+        expiry: Expiry,
+        every: Duration,
+    ) where
+        C: Send + 'static,
+        AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+    {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            pool.retain(|_, metrics| !expiry.expired(&metrics));
+        }
     }
 
     pub(super) async fn checkout<C>(
@@ -52,14 +142,14 @@ mod pool_impl {
         AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
     {
         pool.get().await.map_err(|e| match e {
-            PoolError::Timeout(_) => RepoError::PoolTimeout {
+            PoolError::Timeout(TimeoutType::Wait) => RepoError::PoolTimeout {
                 waited: config.checkout_timeout,
             },
-            other => RepoError::Connection(format!(
-                "{} at {}: {other}",
-                config.url.backend_name(),
-                config.url
+            PoolError::Timeout(TimeoutType::Create) => config.connection_error(format!(
+                "no connection could be opened within {:?}",
+                config.connect_timeout
             )),
+            other => config.connection_error(other),
         })
     }
 }
@@ -106,11 +196,7 @@ mod pool_impl {
             bb8::RunError::TimedOut => RepoError::PoolTimeout {
                 waited: config.checkout_timeout,
             },
-            bb8::RunError::User(other) => RepoError::Connection(format!(
-                "{} at {}: {other}",
-                config.url.backend_name(),
-                config.url
-            )),
+            bb8::RunError::User(other) => config.connection_error(other),
         })
     }
 }
@@ -147,17 +233,30 @@ impl ConnGuard for PooledConn {
     }
 }
 
-/// The manager's settings: no test query on checkout (a dead connection
-/// fails its first statement and is dropped), and a setup that counts
-/// statements and, on SQLite, sets the pragmas.
+/// The manager's settings: no test query on checkout, only the cheap check
+/// that the connection is not broken (for PostgreSQL: not closed; see the
+/// module docs), and a setup that counts statements and, on SQLite, sets the
+/// pragmas.
 fn manager_config<C, F>(setup: F) -> ManagerConfig<C>
 where
-    C: AsyncConnection + 'static,
+    C: PoolableConnection + 'static,
     F: Fn(C) -> futures_setup::SetupFuture<C> + Send + Sync + 'static,
 {
     let setup = std::sync::Arc::new(setup);
     let mut config = ManagerConfig::default();
-    config.recycling_method = RecyclingMethod::Fast;
+    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn: &mut C| {
+        let broken = conn.is_broken();
+        Box::pin(async move {
+            if broken {
+                Err(DieselError::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection,
+                    Box::new("the pooled connection is closed or broken".to_owned()),
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    }));
     config.custom_setup = Box::new(move |url| {
         let setup = setup.clone();
         let url = url.to_owned();
@@ -239,7 +338,7 @@ impl AsyncDatabase {
         })
         .await
         .map_err(|e| RepoError::Connection(e.to_string()))?
-        .map_err(|e| RepoError::Connection(e.to_string()))
+        .map_err(|e| RepoError::Connection(self.config.url.redact(&e.to_string())))
     }
 
     /// Counts the statements run on this pool's connections.
@@ -263,17 +362,62 @@ impl AsyncDatabase {
     }
 
     /// Runs `f` in one transaction on one connection: `Ok` commits, `Err`
-    /// rolls back, and nothing `f` wrote stays. Do not cancel the returned
-    /// future half-way (no `select!`/timeout around it): a connection
-    /// dropped inside a transaction is discarded by the pool, not reused.
+    /// rolls back, and nothing `f` wrote stays. On SQLite the transaction
+    /// takes the write lock when it begins (`BEGIN IMMEDIATE`), as in sync
+    /// mode. Do not cancel the returned future half-way (no `select!`/timeout
+    /// around it): a connection dropped inside a transaction is discarded by
+    /// the pool, not reused.
     pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&AsyncTransaction<'_>) -> Result<T, E>,
+        E: From<RepoError>,
+    {
+        self.run_transaction(Isolation::Default, f).await
+    }
+
+    /// Runs `f` in a SERIALIZABLE transaction (PostgreSQL; on SQLite a
+    /// `BEGIN IMMEDIATE` one, serializable by construction), and runs it
+    /// again, whole, in a new transaction, when it fails with a
+    /// [`RetryableError`]: a serialization failure or deadlock
+    /// ([`RepoError::TransactionConflict`]) or SQLite's busy timeout
+    /// ([`RepoError::Busy`]). Between attempts it sleeps as `policy` says
+    /// (jittered exponential backoff); after `policy.max_attempts` it returns
+    /// the last error. `f` may run several times: keep side effects other
+    /// than the database's out of it.
+    pub async fn transaction_with_retry<T, E, F>(
+        &self,
+        policy: &RetryPolicy,
+        mut f: F,
+    ) -> Result<T, E>
+    where
+        F: AsyncFnMut(&AsyncTransaction<'_>) -> Result<T, E>,
+        E: From<RepoError> + RetryableError,
+    {
+        let mut attempt = 1;
+        loop {
+            match self.run_transaction(Isolation::Serializable, &mut f).await {
+                Err(error) => match policy.retry_after(attempt, &error) {
+                    Some(pause) => {
+                        tokio::time::sleep(pause).await;
+                        attempt += 1;
+                    }
+                    None => return Err(error),
+                },
+                ok => return ok,
+            }
+        }
+    }
+
+    async fn run_transaction<T, E, F>(&self, isolation: Isolation, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&AsyncTransaction<'_>) -> Result<T, E>,
         E: From<RepoError>,
     {
         let mut pooled = self.checkout().await.map_err(E::from)?;
         let mut conn = pooled.conn();
-        begin(&mut conn).await.map_err(|e| E::from(e.into()))?;
+        begin(&mut conn, isolation)
+            .await
+            .map_err(|e| E::from(e.into()))?;
         let transaction = AsyncTransaction {
             connection: Mutex::new(conn),
         };
@@ -305,14 +449,41 @@ impl AsyncDatabase {
     }
 }
 
-async fn begin(conn: &mut AsyncConn<'_>) -> diesel::QueryResult<()> {
-    match conn {
-        AsyncConn::Postgres(c) => {
+/// How a transaction begins on PostgreSQL.
+#[derive(Clone, Copy)]
+enum Isolation {
+    /// The server's default (READ COMMITTED).
+    Default,
+    /// SERIALIZABLE.
+    Serializable,
+}
+
+/// Begins a transaction: on PostgreSQL at `isolation`; on SQLite always
+/// `BEGIN IMMEDIATE`. A deferred `BEGIN` would take the write lock only at
+/// the first write, and when another writer committed since the
+/// transaction's first read, SQLite fails that write at once with "database
+/// is locked" (SQLITE_BUSY_SNAPSHOT), whatever the busy timeout.
+async fn begin(conn: &mut AsyncConn<'_>, isolation: Isolation) -> diesel::QueryResult<()> {
+    match (conn, isolation) {
+        (AsyncConn::Postgres(c), Isolation::Default) => {
             <AsyncPgConnection as AsyncConnection>::TransactionManager::begin_transaction(&mut **c)
                 .await
         }
-        AsyncConn::Sqlite(c) => {
-            <SqliteAsync as AsyncConnection>::TransactionManager::begin_transaction(&mut **c).await
+        (AsyncConn::Postgres(c), Isolation::Serializable) => {
+            diesel_async::AnsiTransactionManager::begin_transaction_sql(
+                &mut **c,
+                "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            )
+            .await
+        }
+        (AsyncConn::Sqlite(c), _) => {
+            c.spawn_blocking(|inner| {
+                diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                    inner,
+                    "BEGIN IMMEDIATE",
+                )
+            })
+            .await
         }
     }
 }

@@ -10,14 +10,15 @@ use crate::asynchronous::ConnGuard as _;
 use crate::loading::{PostWithAuthorAndComments, UserWithPosts, UserWithPostsAndComments};
 use crate::repositories::{impl_repositories, with_repository_list};
 use crate::requests::{self, CommentsQuery, MAX_PAGE_SIZE, Page, TableSizes, found};
-use crate::{RepoError, validate};
+use crate::scope::check_current;
+use crate::{QueryScope, RepoError, validate};
 
 /// Runs one operation on a connection from the executor.
 macro_rules! call {
     ($self:ident, |$c:ident| $call:expr) => {{
         let mut guard = $self.executor.checkout().await?;
         let mut $c = guard.conn();
-        $call.await.map_err(RepoError::from)
+        check_current($call.await.map_err(RepoError::from))
     }};
 }
 
@@ -26,8 +27,15 @@ macro_rules! call_write {
     ($self:ident, $fields:expr, |$c:ident| $call:expr) => {{
         let mut guard = $self.executor.checkout().await?;
         let mut $c = guard.conn();
-        $call.await.map_err(|e| RepoError::from_write(e, $fields))
+        check_current($call.await.map_err(|e| RepoError::from_write(e, $fields)))
     }};
+}
+
+/// `call!` for a paging call: repeats are intended, never an N+1.
+macro_rules! call_paging {
+    ($self:ident, |$c:ident| $call:expr) => {
+        QueryScope::repeats_intended_async(async { call!($self, |$c| $call) }).await
+    };
 }
 
 /// Users: lookups, writes, pages, search and eager loads.

@@ -1,16 +1,34 @@
 //! The sync connection pool (r2d2) over PostgreSQL or SQLite, and transactions.
+//!
+//! r2d2 runs no query on checkout (`test_on_check_out(false)`: a round trip
+//! per call is too dear), and diesel's `has_broken` only looks at the
+//! transaction state, so after a server restart every pooled libpq
+//! connection would be handed out, fail (`no connection to the server`) and
+//! be put back, forever. Each pooled connection therefore carries a flag that
+//! its instrumentation raises when a statement fails because the connection
+//! is gone ([`ErrorClass::ConnectionLost`]); `has_broken` reads the flag, and
+//! r2d2 drops the connection instead of pooling it. No extra query runs, and
+//! a dead connection fails one call (with [`RepoError::Unavailable`]) at most.
 
 use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use diesel::Connection;
-use diesel::connection::SimpleConnection;
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::r2d2::{
+    ConnectionManager, CustomizeConnection, Pool, PooledConnection, R2D2Connection,
+};
 use diesel::sqlite::SqliteConnection;
+use r2d2::ManageConnection;
 
 use super::{CommentRepository, Executor, PostRepository, UserRepository};
+use crate::error::ErrorClass;
 use crate::ops::BlockingOps;
-use crate::{DatabaseConfig, DatabaseUrl, RepoError, StatementCounter};
+use crate::{
+    DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
+};
 
 /// A pool of sync connections to one database, PostgreSQL or SQLite as its
 /// URL says. Cheap to share by reference; every repository call checks a
@@ -22,37 +40,109 @@ pub struct Database {
 }
 
 enum BackendPool {
-    Postgres(Pool<ConnectionManager<PgConnection>>),
-    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<Manager<PgConnection>>),
+    Sqlite(Pool<Manager<SqliteConnection>>),
 }
 
 enum Pooled {
-    Postgres(PooledConnection<ConnectionManager<PgConnection>>),
-    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    Postgres(PooledConnection<Manager<PgConnection>>),
+    Sqlite(PooledConnection<Manager<SqliteConnection>>),
 }
 
-/// Prepares each new pooled connection: SQLite's pragmas, and the statement
-/// counter on every backend.
+/// A pooled connection and whether it has been seen to be gone.
+struct Tracked<C> {
+    conn: C,
+    lost: Arc<AtomicBool>,
+}
+
+/// diesel's r2d2 manager, plus the lost flag in `has_broken`.
+struct Manager<C: R2D2Connection + 'static> {
+    inner: ConnectionManager<C>,
+}
+
+impl<C: R2D2Connection + Send + 'static> ManageConnection for Manager<C> {
+    type Connection = Tracked<C>;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<Tracked<C>, Self::Error> {
+        Ok(Tracked {
+            conn: self.inner.connect()?,
+            lost: Arc::default(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Tracked<C>) -> Result<(), Self::Error> {
+        self.inner.is_valid(&mut conn.conn)
+    }
+
+    fn has_broken(&self, conn: &mut Tracked<C>) -> bool {
+        conn.lost.load(Ordering::Relaxed) || self.inner.has_broken(&mut conn.conn)
+    }
+}
+
+/// Each connection's instrumentation: counts statements, and raises the
+/// connection's lost flag when a statement fails for want of a connection.
+struct Watch {
+    statements: StatementCounter,
+    lost: Arc<AtomicBool>,
+}
+
+impl Instrumentation for Watch {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::FinishQuery {
+            error: Some(error), ..
+        } = &event
+            && ErrorClass::of(error) == ErrorClass::ConnectionLost
+        {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+        self.statements.on_connection_event(event);
+    }
+}
+
+/// Prepares each new pooled connection: SQLite's pragmas, and the
+/// instrumentation ([`Watch`]) on every backend.
 #[derive(Debug)]
 struct ConnectionSetup {
     statements: StatementCounter,
     sqlite_sql: String,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for ConnectionSetup {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.set_instrumentation(self.statements.clone());
+impl ConnectionSetup {
+    fn watch(&self, conn: &Tracked<impl Connection>) -> Watch {
+        Watch {
+            statements: self.statements.clone(),
+            lost: conn.lost.clone(),
+        }
+    }
+}
+
+impl CustomizeConnection<Tracked<PgConnection>, diesel::r2d2::Error> for ConnectionSetup {
+    fn on_acquire(&self, conn: &mut Tracked<PgConnection>) -> Result<(), diesel::r2d2::Error> {
+        let watch = self.watch(conn);
+        conn.conn.set_instrumentation(watch);
         Ok(())
     }
 }
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ConnectionSetup {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(&self.sqlite_sql)
+impl CustomizeConnection<Tracked<SqliteConnection>, diesel::r2d2::Error> for ConnectionSetup {
+    fn on_acquire(&self, conn: &mut Tracked<SqliteConnection>) -> Result<(), diesel::r2d2::Error> {
+        conn.conn
+            .batch_execute(&self.sqlite_sql)
             .map_err(diesel::r2d2::Error::QueryError)?;
-        conn.set_instrumentation(self.statements.clone());
+        let watch = self.watch(conn);
+        conn.conn.set_instrumentation(watch);
         Ok(())
     }
+}
+
+/// How a transaction begins.
+#[derive(Clone, Copy)]
+enum Isolation {
+    /// PostgreSQL's default (READ COMMITTED).
+    Default,
+    /// SERIALIZABLE on PostgreSQL.
+    Serializable,
 }
 
 impl Database {
@@ -63,24 +153,22 @@ impl Database {
             statements: statements.clone(),
             sqlite_sql: config.sqlite_setup_sql(),
         };
-        let connect_error = |e: r2d2::Error| {
-            RepoError::Connection(format!(
-                "{} at {}: {e}",
-                config.url.backend_name(),
-                config.url
-            ))
-        };
+        let connect_error = |e: r2d2::Error| config.connection_error(e);
         let pool = match &config.url {
             DatabaseUrl::Postgres(url) => BackendPool::Postgres(
                 pool_builder(config)
                     .connection_customizer(Box::new(setup))
-                    .build(ConnectionManager::new(config.postgres_url(url)))
+                    .build(Manager {
+                        inner: ConnectionManager::new(config.postgres_url(url)),
+                    })
                     .map_err(connect_error)?,
             ),
             DatabaseUrl::Sqlite(path) => BackendPool::Sqlite(
                 pool_builder(config)
                     .connection_customizer(Box::new(setup))
-                    .build(ConnectionManager::new(path))
+                    .build(Manager {
+                        inner: ConnectionManager::new(path),
+                    })
                     .map_err(connect_error)?,
             ),
         };
@@ -107,7 +195,7 @@ impl Database {
     pub fn run_migrations(&self) -> Result<Vec<String>, RepoError> {
         keel_migrations::Migrator::connect(&self.config.url)
             .and_then(|mut migrator| migrator.run_pending())
-            .map_err(|e| RepoError::Connection(e.to_string()))
+            .map_err(|e| RepoError::Connection(self.config.url.redact(&e.to_string())))
     }
 
     /// Counts the statements run on this pool's connections.
@@ -140,17 +228,69 @@ impl Database {
     where
         E: From<RepoError>,
     {
+        self.run_transaction(Isolation::Default, f)
+    }
+
+    /// Runs `f` in a SERIALIZABLE transaction (PostgreSQL; on SQLite a
+    /// `BEGIN IMMEDIATE` one, serializable by construction), and runs it
+    /// again, whole, in a new transaction, when it fails with a
+    /// [`RetryableError`]: a serialization failure or deadlock
+    /// ([`RepoError::TransactionConflict`]) or SQLite's busy timeout
+    /// ([`RepoError::Busy`]). Between attempts it sleeps as `policy` says
+    /// (jittered exponential backoff); after `policy.max_attempts` it returns
+    /// the last error. `f` may run several times: keep side effects other
+    /// than the database's out of it.
+    pub fn transaction_with_retry<T, E>(
+        &self,
+        policy: &RetryPolicy,
+        mut f: impl FnMut(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<RepoError> + RetryableError,
+    {
+        let mut attempt = 1;
+        loop {
+            match self.run_transaction(Isolation::Serializable, &mut f) {
+                Err(error) => match policy.retry_after(attempt, &error) {
+                    Some(pause) => {
+                        std::thread::sleep(pause);
+                        attempt += 1;
+                    }
+                    None => return Err(error),
+                },
+                ok => return ok,
+            }
+        }
+    }
+
+    fn run_transaction<T, E>(
+        &self,
+        isolation: Isolation,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<RepoError>,
+    {
         let in_transaction = |ops: &mut dyn BlockingOps| -> Result<T, TransactionError<E>> {
             f(&Transaction {
                 connection: RefCell::new(ops),
             })
             .map_err(TransactionError::Caller)
         };
+        // A connection lost inside is flagged by its instrumentation (or left
+        // with a broken transaction manager), so r2d2 drops it on return.
         let result = match self.checkout().map_err(E::from)? {
-            Pooled::Postgres(mut conn) => {
-                Connection::transaction(&mut *conn, |c| in_transaction(c))
-            }
-            Pooled::Sqlite(mut conn) => conn.immediate_transaction(|c| in_transaction(c)),
+            Pooled::Postgres(mut pooled) => match isolation {
+                Isolation::Default => {
+                    Connection::transaction(&mut pooled.conn, |c| in_transaction(c))
+                }
+                Isolation::Serializable => pooled
+                    .conn
+                    .build_transaction()
+                    .serializable()
+                    .run(|c| in_transaction(c)),
+            },
+            Pooled::Sqlite(mut pooled) => pooled.conn.immediate_transaction(|c| in_transaction(c)),
         };
         result.map_err(|error| match error {
             TransactionError::Caller(e) => e,
@@ -164,7 +304,7 @@ impl Database {
             // r2d2 says "timed out waiting for connection", followed by the
             // last connection error when the database itself is the problem.
             if message.contains(": ") {
-                RepoError::Connection(message)
+                self.config.connection_error(message)
             } else {
                 RepoError::PoolTimeout {
                     waited: self.config.checkout_timeout,
@@ -184,8 +324,8 @@ impl Executor for Database {
         f: &mut dyn FnMut(&mut dyn BlockingOps) -> Result<(), RepoError>,
     ) -> Result<(), RepoError> {
         match self.checkout()? {
-            Pooled::Postgres(mut conn) => f(&mut *conn),
-            Pooled::Sqlite(mut conn) => f(&mut *conn),
+            Pooled::Postgres(mut pooled) => f(&mut pooled.conn),
+            Pooled::Sqlite(mut pooled) => f(&mut pooled.conn),
         }
     }
 }
@@ -197,7 +337,7 @@ fn pool_builder<M: r2d2::ManageConnection>(config: &DatabaseConfig) -> r2d2::Bui
         .min_idle(Some(1))
         .connection_timeout(config.checkout_timeout)
         // A checkout runs no query: a dead connection fails its first real
-        // statement instead, and is then discarded as broken.
+        // statement instead, and is then discarded as broken (`Manager`).
         .test_on_check_out(false)
         // An in-memory database lives only as long as its one connection.
         .idle_timeout(if in_memory { None } else { config.idle_timeout })

@@ -9,12 +9,13 @@ use super::{Executor, run};
 use crate::loading::{PostWithAuthorAndComments, UserWithPosts, UserWithPostsAndComments};
 use crate::repositories::{impl_repositories, with_repository_list};
 use crate::requests::{self, CommentsQuery, MAX_PAGE_SIZE, Page, TableSizes, found};
-use crate::{RepoError, validate};
+use crate::scope::check_current;
+use crate::{QueryScope, RepoError, validate};
 
 /// Runs one operation on a connection from the executor.
 macro_rules! call {
     ($self:ident, |$c:ident| $call:expr) => {
-        run($self.executor, |$c| $call.map_err(RepoError::from))
+        check_current(run($self.executor, |$c| $call.map_err(RepoError::from)))
     };
 }
 
@@ -24,6 +25,13 @@ macro_rules! call_write {
         run($self.executor, |$c| {
             $call.map_err(|e| RepoError::from_write(e, $fields))
         })
+    };
+}
+
+/// `call!` for a paging call: repeats are intended, never an N+1.
+macro_rules! call_paging {
+    ($self:ident, |$c:ident| $call:expr) => {
+        QueryScope::repeats_intended(|| call!($self, |$c| $call))
     };
 }
 
