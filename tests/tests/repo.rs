@@ -385,6 +385,16 @@ repo_tests! {
         ));
     }
 
+    fn a_session_runs_its_calls_on_one_connection(db, fixture) {
+        let session = run!(db.session()).expect("session");
+        let user = run!(session.users().create(&new_user(1))).expect("create");
+        assert_eq!(run!(session.users().get_by_id(user.id)).expect("read").id, user.id);
+        run!(session.posts().create(&new_post(user.id, "p"))).expect("post");
+        // Each call committed: other connections of the pool see the rows.
+        assert_eq!(run!(db.posts().by_author(user.id)).expect("visible").len(), 1);
+        assert!(matches!(run!(session.users().get_by_id(9999)), Err(RepoError::NotFound { .. })));
+    }
+
     fn create_many_is_all_or_nothing(db, fixture) {
         run!(db.users().create(&new_user(5))).expect("existing");
         let users: Vec<NewUser> = (1..=10).map(new_user).collect(); // user5 again

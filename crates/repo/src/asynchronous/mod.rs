@@ -8,9 +8,11 @@
 
 mod database;
 mod repositories;
+mod session;
 
 pub use database::{AsyncDatabase, AsyncTransaction};
 pub use repositories::{CommentRepository, PostRepository, UserRepository};
+pub use session::AsyncSession;
 
 use diesel::sqlite::SqliteConnection;
 use diesel_async::AsyncPgConnection;

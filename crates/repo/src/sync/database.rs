@@ -44,9 +44,19 @@ enum BackendPool {
     Sqlite(Pool<Manager<SqliteConnection>>),
 }
 
-enum Pooled {
+pub(crate) enum Pooled {
     Postgres(PooledConnection<Manager<PgConnection>>),
     Sqlite(PooledConnection<Manager<SqliteConnection>>),
+}
+
+impl Pooled {
+    /// The checked-out connection, as the executor sees it.
+    pub(crate) fn ops(&mut self) -> &mut dyn BlockingOps {
+        match self {
+            Self::Postgres(pooled) => &mut pooled.conn,
+            Self::Sqlite(pooled) => &mut pooled.conn,
+        }
+    }
 }
 
 /// A pooled connection and whether it has been seen to be gone.
@@ -298,7 +308,7 @@ impl Database {
         })
     }
 
-    fn checkout(&self) -> Result<Pooled, RepoError> {
+    pub(crate) fn checkout(&self) -> Result<Pooled, RepoError> {
         let checkout_error = |e: r2d2::Error| {
             let message = e.to_string();
             // r2d2 says "timed out waiting for connection", followed by the
@@ -323,10 +333,7 @@ impl Executor for Database {
         &self,
         f: &mut dyn FnMut(&mut dyn BlockingOps) -> Result<(), RepoError>,
     ) -> Result<(), RepoError> {
-        match self.checkout()? {
-            Pooled::Postgres(mut pooled) => f(&mut pooled.conn),
-            Pooled::Sqlite(mut pooled) => f(&mut pooled.conn),
-        }
+        f(self.checkout()?.ops())
     }
 }
 

@@ -3,9 +3,11 @@
 
 mod database;
 mod repositories;
+mod session;
 
 pub use database::{Database, Transaction};
 pub use repositories::{CommentRepository, PostRepository, UserRepository};
+pub use session::Session;
 
 use crate::RepoError;
 use crate::ops::BlockingOps;
