@@ -275,6 +275,20 @@ mod tests {
         String::from_utf8_lossy(&captured_log().lock().expect("log")).into_owned()
     }
 
+    #[test]
+    fn serve_binds_to_loopback_unless_told_otherwise() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from(["keel"]).expect("defaults parse");
+        assert!(cli.serve.bind.ip().is_loopback(), "{}", cli.serve.bind);
+        let cli = Cli::try_parse_from(["keel", "--bind", "0.0.0.0:9000"]).expect("explicit bind");
+        assert!(!cli.serve.bind.ip().is_loopback());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_repeated_shape_warns_and_strict_mode_fails_the_request() {
         captured_log();
