@@ -642,6 +642,44 @@ mod transactions {
         );
     }
 
+    /// What an axum handler does: a transaction inside a spawned task (the
+    /// future must be `Send`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_runs_in_a_spawned_task() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let db = std::sync::Arc::new(
+            AsyncDatabase::connect(&config(&fixture))
+                .await
+                .expect("pool"),
+        );
+        let task = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.transaction(async |tx| {
+                    let user = tx.users().create(&new_user(1)).await?;
+                    tx.posts().create(&new_post(user.id, "spawned")).await
+                })
+                .await
+            }
+        });
+        let post = task.await.expect("the task ran").expect("committed");
+        assert_eq!(
+            db.posts().get_by_id(post.id).await.expect("stored").title,
+            "spawned"
+        );
+        let session_task = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let session = db.session().await?;
+                session.users().get_by_id(1).await
+            }
+        });
+        assert_eq!(
+            session_task.await.expect("the task ran").expect("read").id,
+            1
+        );
+    }
+
     #[test]
     fn sync_postgres() {
         let Some(fixture) = keel_tests::PgTestDatabase::create() else {

@@ -48,16 +48,22 @@ macro_rules! with_op_list {
     }
 
     fn insert_user(&mut self, user: &NewUser) -> User {
-        db!(diesel::insert_into(users::table).values(user).returning(User::as_returning()).get_result(self))
+        durable_write!(self, |conn| {
+            db!(diesel::insert_into(users::table).values(user).returning(User::as_returning()).get_result(conn))
+        })
     }
 
     fn update_user(&mut self, id: i32, changes: &UserChangeset) -> Option<User> {
-        db!(diesel::update(users::table.find(id)).set(changes).returning(User::as_returning()).get_result(self))
-            .optional()
+        durable_write!(self, |conn| {
+            db!(diesel::update(users::table.find(id)).set(changes).returning(User::as_returning()).get_result(conn))
+                .optional()
+        })
     }
 
     fn delete_user(&mut self, id: i32) -> usize {
-        db!(diesel::delete(users::table.find(id)).execute(self))
+        durable_write!(self, |conn| {
+            db!(diesel::delete(users::table.find(id)).execute(conn))
+        })
     }
 
     fn active_users(&mut self, limit: i64) -> Vec<User> {
@@ -139,7 +145,9 @@ macro_rules! with_op_list {
     }
 
     fn insert_post(&mut self, post: &NewPost) -> Post {
-        db!(diesel::insert_into(posts::table).values(post).returning(Post::as_returning()).get_result(self))
+        durable_write!(self, |conn| {
+            db!(diesel::insert_into(posts::table).values(post).returning(Post::as_returning()).get_result(conn))
+        })
     }
 
     fn post_by_id(&mut self, id: i32) -> Option<Post> {
@@ -159,8 +167,10 @@ macro_rules! with_op_list {
     }
 
     fn update_post(&mut self, id: i32, changes: &PostChangeset) -> Option<Post> {
-        db!(diesel::update(posts::table.find(id)).set(changes).returning(Post::as_returning()).get_result(self))
-            .optional()
+        durable_write!(self, |conn| {
+            db!(diesel::update(posts::table.find(id)).set(changes).returning(Post::as_returning()).get_result(conn))
+                .optional()
+        })
     }
 
     fn posts_by_author(&mut self, author_id: i32) -> Vec<Post> {
@@ -172,11 +182,15 @@ macro_rules! with_op_list {
     }
 
     fn delete_post(&mut self, id: i32) -> usize {
-        db!(diesel::delete(posts::table.find(id)).execute(self))
+        durable_write!(self, |conn| {
+            db!(diesel::delete(posts::table.find(id)).execute(conn))
+        })
     }
 
     fn insert_comment(&mut self, comment: &NewComment) -> Comment {
-        db!(diesel::insert_into(comments::table).values(comment).returning(Comment::as_returning()).get_result(self))
+        durable_write!(self, |conn| {
+            db!(diesel::insert_into(comments::table).values(comment).returning(Comment::as_returning()).get_result(conn))
+        })
     }
 
     fn comment_by_id(&mut self, id: i32) -> Option<Comment> {
@@ -192,7 +206,9 @@ macro_rules! with_op_list {
     }
 
     fn delete_comment(&mut self, id: i32) -> usize {
-        db!(diesel::delete(comments::table.find(id)).execute(self))
+        durable_write!(self, |conn| {
+            db!(diesel::delete(comments::table.find(id)).execute(conn))
+        })
     }
 
     fn load_comments(&mut self, query: &CommentsQuery) -> Vec<Comment> {
@@ -267,6 +283,15 @@ mod blocking {
         ($conn:ident, |$c:ident| $body:block) => {
             diesel::Connection::transaction($conn, |$c| $body)
         };
+    }
+
+    // A sync driver returns only once the statement's implicit transaction
+    // has committed: a single write needs nothing more.
+    macro_rules! durable_write {
+        ($conn:ident, |$c:ident| $body:block) => {{
+            let $c = $conn;
+            $body
+        }};
     }
 
     with_op_list!(
@@ -396,6 +421,17 @@ mod nonblocking {
     }
 
     macro_rules! in_transaction {
+        ($conn:ident, |$c:ident| $body:block) => {
+            diesel_async::AsyncConnection::transaction($conn, async |$c| $body).await
+        };
+    }
+
+    // tokio-postgres hands back a statement's result before the server's
+    // ReadyForQuery, i.e. before its implicit transaction has committed: a
+    // connection lost in that window turns an `Ok` into a lost write. An
+    // explicit COMMIT, awaited, closes the window (BEGIN and COMMIT are not
+    // counted as statements).
+    macro_rules! durable_write {
         ($conn:ident, |$c:ident| $body:block) => {
             diesel_async::AsyncConnection::transaction($conn, async |$c| $body).await
         };

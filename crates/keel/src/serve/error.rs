@@ -81,7 +81,9 @@ impl From<RepoError> for ApiError {
                 ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "related_missing", message)
             },
             RepoError::Validation { field, .. } => Self::invalid(field, message),
-            RepoError::PoolTimeout { .. } | RepoError::Connection(_) => {
+            transient if transient.is_transient() => {
+                // Pool exhausted, connection lost, SQLite busy, a transaction
+                // conflict: the request can be tried again.
                 tracing::warn!(%message, "database unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

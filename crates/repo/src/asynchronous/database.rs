@@ -15,6 +15,8 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
+use std::sync::Arc;
+
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
@@ -157,27 +159,70 @@ mod pool_impl {
 #[cfg(feature = "bb8")]
 mod pool_impl {
     //! bb8, with the `bb8` feature.
-    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
 
-    pub(super) type BackendPool<C> = bb8::Pool<AsyncDieselConnectionManager<C>>;
+    use super::*;
+    use diesel_async::pooled_connection::PoolError;
+
+    /// The bb8 pool, and the last error its connection attempts met.
+    pub(super) struct BackendPool<C: 'static>
+    where
+        AsyncDieselConnectionManager<C>: bb8::ManageConnection,
+    {
+        pool: bb8::Pool<AsyncDieselConnectionManager<C>>,
+        last_error: LastError,
+    }
+
     pub(super) type Pooled<C> = bb8::PooledConnection<'static, AsyncDieselConnectionManager<C>>;
+
+    /// bb8 opens connections in tasks of its own and hands their errors to
+    /// an error sink only: a caller waiting for a connection sees just
+    /// `TimedOut`. This sink keeps the last error, so that a checkout that
+    /// timed out while connecting failed can say `Connection` and why,
+    /// rather than `PoolTimeout`.
+    #[derive(Debug, Clone, Default)]
+    struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+
+    impl LastError {
+        /// The error recorded since `since`, if any (and forgets it).
+        fn since(&self, since: Instant) -> Option<String> {
+            let mut last = self.0.lock().ok()?;
+            match last.take() {
+                Some((at, message)) if at >= since => Some(message),
+                _ => None,
+            }
+        }
+    }
+
+    impl bb8::ErrorSink<PoolError> for LastError {
+        fn sink(&self, error: PoolError) {
+            if let Ok(mut last) = self.0.lock() {
+                *last = Some((Instant::now(), error.to_string()));
+            }
+        }
+
+        fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
+            Box::new(self.clone())
+        }
+    }
 
     pub(super) async fn build<C>(
         manager: AsyncDieselConnectionManager<C>,
         config: &DatabaseConfig,
     ) -> Result<BackendPool<C>, RepoError>
     where
-        AsyncDieselConnectionManager<C>: bb8::ManageConnection<
-                Connection = C,
-                Error = diesel_async::pooled_connection::PoolError,
-            >,
+        AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
     {
+        let last_error = LastError::default();
         let pool = bb8::Pool::builder()
             .max_size(config.effective_pool_size())
             .connection_timeout(config.checkout_timeout)
             .idle_timeout(config.idle_timeout)
             .max_lifetime(config.max_lifetime)
+            .error_sink(Box::new(last_error.clone()))
             .build_unchecked(manager);
+        let pool = BackendPool { pool, last_error };
         drop(checkout(&pool, config).await?);
         Ok(pool)
     }
@@ -187,14 +232,15 @@ mod pool_impl {
         config: &DatabaseConfig,
     ) -> Result<Pooled<C>, RepoError>
     where
-        AsyncDieselConnectionManager<C>: bb8::ManageConnection<
-                Connection = C,
-                Error = diesel_async::pooled_connection::PoolError,
-            >,
+        AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
     {
-        pool.get_owned().await.map_err(|e| match e {
-            bb8::RunError::TimedOut => RepoError::PoolTimeout {
-                waited: config.checkout_timeout,
+        let started = Instant::now();
+        pool.pool.get_owned().await.map_err(|e| match e {
+            bb8::RunError::TimedOut => match pool.last_error.since(started) {
+                Some(reason) => config.connection_error(reason),
+                None => RepoError::PoolTimeout {
+                    waited: config.checkout_timeout,
+                },
             },
             bb8::RunError::User(other) => config.connection_error(other),
         })
@@ -369,7 +415,7 @@ impl AsyncDatabase {
     /// the pool, not reused.
     pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: AsyncFnOnce(&AsyncTransaction<'_>) -> Result<T, E>,
+        F: AsyncFnOnce(AsyncTransaction) -> Result<T, E>,
         E: From<RepoError>,
     {
         self.run_transaction(Isolation::Default, f).await
@@ -390,7 +436,7 @@ impl AsyncDatabase {
         mut f: F,
     ) -> Result<T, E>
     where
-        F: AsyncFnMut(&AsyncTransaction<'_>) -> Result<T, E>,
+        F: AsyncFnMut(AsyncTransaction) -> Result<T, E>,
         E: From<RepoError> + RetryableError,
     {
         let mut attempt = 1;
@@ -410,19 +456,25 @@ impl AsyncDatabase {
 
     async fn run_transaction<T, E, F>(&self, isolation: Isolation, f: F) -> Result<T, E>
     where
-        F: AsyncFnOnce(&AsyncTransaction<'_>) -> Result<T, E>,
+        F: AsyncFnOnce(AsyncTransaction) -> Result<T, E>,
         E: From<RepoError>,
     {
         let mut pooled = self.checkout().await.map_err(E::from)?;
-        let mut conn = pooled.conn();
-        begin(&mut conn, isolation)
+        begin(&mut pooled.conn(), isolation)
             .await
             .map_err(|e| E::from(e.into()))?;
-        let transaction = AsyncTransaction {
-            connection: Mutex::new(conn),
+        let connection = Arc::new(Mutex::new(Some(pooled)));
+        let result = f(AsyncTransaction {
+            connection: connection.clone(),
+        })
+        .await;
+        // Take the connection back: a handle the closure kept now finds it gone.
+        let Some(mut pooled) = connection.lock().await.take() else {
+            return Err(E::from(RepoError::Connection(
+                "the transaction's connection went missing".into(),
+            )));
         };
-        let result = f(&transaction).await;
-        let mut conn = transaction.connection.into_inner();
+        let mut conn = pooled.conn();
         match result {
             Ok(value) => {
                 end(&mut conn, true).await.map_err(|e| E::from(e.into()))?;
@@ -520,12 +572,18 @@ impl AsyncExecutor for AsyncDatabase {
     }
 }
 
-/// A transaction's connection: repositories taken from it all run on it.
-pub struct AsyncTransaction<'c> {
-    connection: Mutex<AsyncConn<'c>>,
+/// A transaction in progress: a handle on its connection, handed to the
+/// closure of [`AsyncDatabase::transaction`] by value (so the closure's
+/// future has no borrowed lifetime and can run in a spawned task).
+/// Repositories taken from it all run on that connection. Once the
+/// transaction has committed or rolled back, calls through a handle kept
+/// past it fail with `RepoError::Connection`.
+#[derive(Clone)]
+pub struct AsyncTransaction {
+    connection: Arc<Mutex<Option<PooledConn>>>,
 }
 
-impl<'c> AsyncTransaction<'c> {
+impl AsyncTransaction {
     /// Users, inside this transaction.
     pub fn users(&self) -> UserRepository<'_, Self> {
         UserRepository::new(self)
@@ -543,26 +601,22 @@ impl<'c> AsyncTransaction<'c> {
 }
 
 #[doc(hidden)]
-pub struct TransactionGuard<'g, 'c>(MutexGuard<'g, AsyncConn<'c>>);
+pub struct TransactionGuard<'g>(tokio::sync::MappedMutexGuard<'g, PooledConn>);
 
-impl ConnGuard for TransactionGuard<'_, '_> {
+impl ConnGuard for TransactionGuard<'_> {
     fn conn(&mut self) -> AsyncConn<'_> {
-        match &mut *self.0 {
-            AsyncConn::Postgres(c) => AsyncConn::Postgres(c),
-            AsyncConn::Sqlite(c) => AsyncConn::Sqlite(c),
-        }
+        self.0.conn()
     }
 }
 
-impl private::Sealed for AsyncTransaction<'_> {}
+impl private::Sealed for AsyncTransaction {}
 
-impl<'c> AsyncExecutor for AsyncTransaction<'c> {
-    type Guard<'g>
-        = TransactionGuard<'g, 'c>
-    where
-        Self: 'g;
+impl AsyncExecutor for AsyncTransaction {
+    type Guard<'g> = TransactionGuard<'g>;
 
-    async fn checkout(&self) -> Result<TransactionGuard<'_, 'c>, RepoError> {
-        Ok(TransactionGuard(self.connection.lock().await))
+    async fn checkout(&self) -> Result<TransactionGuard<'_>, RepoError> {
+        MutexGuard::try_map(self.connection.lock().await, Option::as_mut)
+            .map(TransactionGuard)
+            .map_err(|_| RepoError::Connection("the transaction has already ended".into()))
     }
 }

@@ -2,13 +2,17 @@
 //!
 //! r2d2 runs no query on checkout (`test_on_check_out(false)`: a round trip
 //! per call is too dear), and diesel's `has_broken` only looks at the
-//! transaction state, so after a server restart every pooled libpq
-//! connection would be handed out, fail (`no connection to the server`) and
-//! be put back, forever. Each pooled connection therefore carries a flag that
-//! its instrumentation raises when a statement fails because the connection
-//! is gone ([`ErrorClass::ConnectionLost`]); `has_broken` reads the flag, and
-//! r2d2 drops the connection instead of pooling it. No extra query runs, and
-//! a dead connection fails one call (with [`RepoError::Unavailable`]) at most.
+//! transaction state. After a server restart, a pooled libpq connection
+//! whose first failure reads `terminating connection due to administrator
+//! command` ends up with a broken transaction state and is dropped; one that
+//! fails with `server closed the connection unexpectedly` or `no connection
+//! to the server` does not, and would be handed out, fail and be put back
+//! forever (which of the two a connection gets depends on timing). Each
+//! pooled connection therefore carries a flag that its instrumentation
+//! raises when a statement fails because the connection is gone
+//! ([`ErrorClass::ConnectionLost`]); `has_broken` reads the flag, and r2d2
+//! drops the connection instead of pooling it. No extra query runs, and a
+//! dead connection fails one call (with [`RepoError::Unavailable`]) at most.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -60,13 +64,13 @@ impl Pooled {
 }
 
 /// A pooled connection and whether it has been seen to be gone.
-struct Tracked<C> {
+pub(crate) struct Tracked<C> {
     conn: C,
     lost: Arc<AtomicBool>,
 }
 
 /// diesel's r2d2 manager, plus the lost flag in `has_broken`.
-struct Manager<C: R2D2Connection + 'static> {
+pub(crate) struct Manager<C: R2D2Connection + 'static> {
     inner: ConnectionManager<C>,
 }
 
