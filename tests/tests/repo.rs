@@ -718,3 +718,48 @@ mod transactions {
         .await;
     }
 }
+
+/// `warm_up` opens the pool's connections before the first request needs them.
+mod warm_up {
+    use super::*;
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        connections: i64,
+    }
+
+    fn connections(fixture: &keel_tests::PgTestDatabase) -> i64 {
+        let count: Count = diesel::sql_query(
+            "SELECT count(*) AS connections FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .get_result(&mut fixture.connect())
+        .expect("pg_stat_activity");
+        count.connections
+    }
+
+    #[test]
+    fn sync_pool_opens_its_connections() {
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        let db = keel_repo::sync::Database::connect(&config(&fixture)).expect("pool");
+        db.warm_up(4).expect("warm up");
+        assert!(connections(&fixture) >= 4, "{}", connections(&fixture));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_pool_opens_its_connections() {
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        let db = keel_repo::asynchronous::AsyncDatabase::connect(&config(&fixture))
+            .await
+            .expect("pool");
+        db.warm_up(4).await.expect("warm up");
+        assert!(connections(&fixture) >= 4, "{}", connections(&fixture));
+        db.warm_up(100).await.expect("bounded by the pool size");
+    }
+}

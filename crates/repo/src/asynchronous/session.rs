@@ -20,6 +20,19 @@ pub struct AsyncSession {
 }
 
 impl AsyncDatabase {
+    /// Opens up to `connections` connections now (bounded by the pool size)
+    /// and returns them to the pool idle, so the first requests do not pay
+    /// for connecting.
+    pub async fn warm_up(&self, connections: u32) -> Result<(), RepoError> {
+        let wanted = connections.min(self.config().effective_pool_size());
+        let mut held = Vec::new();
+        for _ in 0..wanted {
+            held.push(self.checkout().await?);
+        }
+        drop(held);
+        Ok(())
+    }
+
     /// Checks out a connection for a sequence of calls.
     pub async fn session(&self) -> Result<AsyncSession, RepoError> {
         Ok(AsyncSession {

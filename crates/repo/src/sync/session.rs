@@ -17,6 +17,18 @@ pub struct Session {
 }
 
 impl Database {
+    /// Opens up to `connections` connections now (bounded by the pool size)
+    /// and returns them to the pool idle, so the first requests do not pay
+    /// for connecting.
+    pub fn warm_up(&self, connections: u32) -> Result<(), RepoError> {
+        let wanted = connections.min(self.config().effective_pool_size());
+        let held: Vec<Pooled> = (0..wanted)
+            .map(|_| self.checkout())
+            .collect::<Result<_, _>>()?;
+        drop(held);
+        Ok(())
+    }
+
     /// Checks out a connection for a sequence of calls.
     pub fn session(&self) -> Result<Session, RepoError> {
         Ok(Session {
