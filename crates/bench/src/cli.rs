@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::steps::{Backend, Mode, Step};
 
@@ -39,9 +39,26 @@ pub struct Args {
     )]
     pub steps: Vec<Step>,
     /// Runs of each read step (B2-B6); the best is reported, with every run.
-    /// Load steps (B1, B7) run once, into fresh tables.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeat: u32,
+    /// Load steps (B1, B7) run once, into fresh tables. [default: 3]
+    #[arg(long = "repeat", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat_arg: Option<u32>,
+    /// Also run keel's B2 and B4 with the N+1 guard on (every unit of work
+    /// in a `QueryScope`, as `keel serve` runs each request) and report its
+    /// overhead over plain keel. On by default; `--guard false` skips it.
+    #[arg(
+        long,
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub guard: bool,
+    /// Rounds of B2 and B4 while the guard is measured: keel, keel with the
+    /// guard and the hand-written side alternate this many times (or
+    /// `--repeat` times, if more), as the overhead to see is a few percent.
+    /// [default: 7, or --repeat when that is given]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub guard_repeat: Option<u32>,
     /// The PostgreSQL server; the bench creates a database of its own there
     /// (uniquely named) and drops it at the end.
     #[arg(
@@ -54,6 +71,11 @@ pub struct Args {
     #[arg(long, default_value = "target/bench")]
     pub out_dir: PathBuf,
 }
+
+/// `--repeat` when not given.
+pub const DEFAULT_REPEAT: u32 = 3;
+/// `--guard-repeat` when neither it nor `--repeat` is given.
+pub const DEFAULT_GUARD_REPEAT: u32 = 7;
 
 /// `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,6 +118,33 @@ impl Args {
         }
     }
 
+    /// `--repeat`: runs of each read step.
+    pub fn repeat(&self) -> u32 {
+        self.repeat_arg.unwrap_or(DEFAULT_REPEAT)
+    }
+
+    /// Rounds of B2 and B4 when the guard is measured: `--guard-repeat`, at
+    /// least `--repeat`. Without either flag, [`DEFAULT_GUARD_REPEAT`]; with
+    /// `--repeat` alone, `--repeat` (so `--repeat 1` stays a quick smoke run).
+    pub fn guard_rounds(&self) -> u32 {
+        let asked = match (self.guard_repeat, self.repeat_arg) {
+            (Some(rounds), _) => rounds,
+            (None, Some(repeat)) => repeat,
+            (None, None) => DEFAULT_GUARD_REPEAT,
+        };
+        asked.max(self.repeat())
+    }
+
+    /// Rounds of `step`: `--repeat`, or [`Args::guard_rounds`] for the steps
+    /// whose guard overhead is measured.
+    pub fn rounds(&self, step: Step) -> u32 {
+        if self.guard && matches!(step, Step::B2 | Step::B4) {
+            self.guard_rounds()
+        } else {
+            self.repeat()
+        }
+    }
+
     /// The steps asked for, in step order, each once.
     pub fn selected_steps(&self) -> Vec<Step> {
         let mut steps = self.steps.clone();
@@ -119,7 +168,31 @@ mod tests {
         assert_eq!(args.backends(), [Backend::Sqlite, Backend::Postgres]);
         assert_eq!(args.modes(), [Mode::Sync, Mode::Async]);
         assert_eq!(args.selected_steps().len(), 7);
-        assert_eq!(args.repeat, 3);
+        assert_eq!(args.repeat(), 3);
+        assert!(args.guard);
+        assert_eq!(args.rounds(Step::B2), 7);
+        assert_eq!(args.rounds(Step::B3), 3);
+    }
+
+    #[test]
+    fn the_guard_can_be_turned_off() {
+        let on = Args::try_parse_from(["keel-bench", "--guard"]).expect("parses");
+        assert!(on.guard);
+        let off = Args::try_parse_from(["keel-bench", "--guard", "false", "--repeat", "2"])
+            .expect("parses");
+        assert!(!off.guard);
+        assert_eq!(off.rounds(Step::B4), 2);
+        let more = Args::try_parse_from(["keel-bench", "--repeat", "9"]).expect("parses");
+        assert_eq!(more.rounds(Step::B4), 9);
+        // --repeat alone sets the guard's rounds too: a smoke run stays quick.
+        let smoke = Args::try_parse_from(["keel-bench", "--repeat", "1"]).expect("parses");
+        assert_eq!((smoke.rounds(Step::B2), smoke.rounds(Step::B5)), (1, 1));
+        let both = Args::try_parse_from(["keel-bench", "--repeat", "2", "--guard-repeat", "5"])
+            .expect("parses");
+        assert_eq!((both.rounds(Step::B2), both.rounds(Step::B3)), (5, 2));
+        let fewer = Args::try_parse_from(["keel-bench", "--repeat", "4", "--guard-repeat", "2"])
+            .expect("parses");
+        assert_eq!(fewer.rounds(Step::B4), 4);
     }
 
     #[test]

@@ -61,11 +61,18 @@ impl BenchDatabase {
         }
     }
 
-    /// The URL keel is given.
+    /// The URL keel and the baselines are given. On PostgreSQL it asks for
+    /// no TLS (`sslmode=disable`): the hand-written side connects without
+    /// TLS (`NoTls`), and libpq, under keel's sync mode, would otherwise
+    /// encrypt every statement whenever the server offers TLS (libpq's
+    /// default `sslmode=prefer`), so keel's ratio would time encryption
+    /// instead of keel.
     pub fn url(&self) -> DatabaseUrl {
         match self {
             Self::Sqlite { path, .. } => DatabaseUrl::Sqlite(path.clone()),
-            Self::Postgres { server, name } => DatabaseUrl::Postgres(with_database(server, name)),
+            Self::Postgres { server, name } => {
+                DatabaseUrl::Postgres(format!("{}?sslmode=disable", with_database(server, name)))
+            }
         }
     }
 

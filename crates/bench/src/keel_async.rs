@@ -12,9 +12,11 @@ use tokio::runtime::Handle;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
+use crate::guard::{B2_UNIT, B4_UNIT, ScopeTally, async_unit};
 use crate::keel_sync::graph_limit;
 use crate::steps::{
-    B6_TASKS, Contender, LoadRows, POOL_SIZE, Run, TableSeconds, graph_rows, task_share, walk_graph,
+    B6_TASKS, Contender, Guarded, LoadRows, POOL_SIZE, Run, TableSeconds, graph_rows, task_share,
+    walk_graph,
 };
 
 /// keel-repo, async mode.
@@ -37,6 +39,66 @@ impl KeelAsync {
 
     fn statements(&self) -> u64 {
         self.db.statements().count()
+    }
+
+    /// B2, plain (`tally` is `None`) or with the whole step as one unit of
+    /// work in a `QueryScope` that follows the task (the N+1 guard on).
+    fn eager_load_with(
+        &self,
+        tally: Option<&mut ScopeTally>,
+    ) -> anyhow::Result<Run<GraphChecksum>> {
+        let before = self.statements();
+        let db = &self.db;
+        let (elapsed, checksum) = self.runtime.block_on(async {
+            let start = Instant::now();
+            let users = async_unit(
+                tally,
+                B2_UNIT,
+                db.users().users_with_posts_and_comments(graph_limit()),
+            )
+            .await?;
+            let checksum = walk_graph(&users, |u| &u.posts, |p| &p.comments, |c| c.body.as_str());
+            Ok::<_, RepoError>((start.elapsed(), checksum))
+        })?;
+        Ok(Run {
+            elapsed,
+            statements: self.statements() - before,
+            rows: graph_rows(&checksum),
+            checksum,
+            tables: None,
+        })
+    }
+
+    /// B4, plain or with each lookup as one unit of work in a `QueryScope`.
+    fn point_lookups_with(
+        &self,
+        ids: &[i32],
+        mut tally: Option<&mut ScopeTally>,
+    ) -> anyhow::Result<Run<LookupChecksum>> {
+        let before = self.statements();
+        let db = &self.db;
+        let (elapsed, checksum) = self.runtime.block_on(async {
+            let start = Instant::now();
+            let users = db.users();
+            let mut checksum = LookupChecksum::default();
+            for &id in ids {
+                let email = Workload::email(id);
+                let unit = users.get_by_email(&email);
+                match async_unit(tally.as_deref_mut(), B4_UNIT, unit).await {
+                    Ok(user) => checksum.add(Some(user.id)),
+                    Err(RepoError::NotFound { .. }) => checksum.add(None),
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok((start.elapsed(), checksum))
+        })?;
+        Ok(Run {
+            elapsed,
+            statements: self.statements() - before,
+            rows: checksum.found,
+            checksum,
+            tables: None,
+        })
     }
 }
 
@@ -80,17 +142,24 @@ async fn warm_up(db: &Arc<AsyncDatabase>, postgres: bool) -> anyhow::Result<()> 
 }
 
 impl Contender for KeelAsync {
-    /// As in sync mode: one `create_many` per table, each its own transaction.
+    /// As in sync mode: `insert_many` per table in one `db.transaction`
+    /// (`COPY` is sync-only in keel-repo: async PostgreSQL sends multi-row
+    /// `INSERT`s; async SQLite runs each call in one blocking hop).
     fn load(&mut self, rows: &LoadRows) -> anyhow::Result<Run<()>> {
         let before = self.statements();
         let db = &self.db;
         let (elapsed, users_done, posts_done) = self.runtime.block_on(async {
             let start = Instant::now();
-            db.users().create_many(&rows.users).await?;
-            let users_done = start.elapsed();
-            db.posts().create_many(&rows.posts).await?;
-            let posts_done = start.elapsed();
-            db.comments().create_many(&rows.comments).await?;
+            let (users_done, posts_done) = db
+                .transaction(async |tx| {
+                    tx.users().insert_many(&rows.users).await?;
+                    let users_done = start.elapsed();
+                    tx.posts().insert_many(&rows.posts).await?;
+                    let posts_done = start.elapsed();
+                    tx.comments().insert_many(&rows.comments).await?;
+                    Ok::<_, RepoError>((users_done, posts_done))
+                })
+                .await?;
             Ok::<_, RepoError>((start.elapsed(), users_done, posts_done))
         })?;
         Ok(Run {
@@ -107,24 +176,13 @@ impl Contender for KeelAsync {
     }
 
     fn eager_load(&mut self) -> anyhow::Result<Run<GraphChecksum>> {
-        let before = self.statements();
-        let db = &self.db;
-        let (elapsed, checksum) = self.runtime.block_on(async {
-            let start = Instant::now();
-            let users = db
-                .users()
-                .users_with_posts_and_comments(graph_limit())
-                .await?;
-            let checksum = walk_graph(&users, |u| &u.posts, |p| &p.comments, |c| c.body.as_str());
-            Ok::<_, RepoError>((start.elapsed(), checksum))
-        })?;
-        Ok(Run {
-            elapsed,
-            statements: self.statements() - before,
-            rows: graph_rows(&checksum),
-            checksum,
-            tables: None,
-        })
+        self.eager_load_with(None)
+    }
+
+    fn eager_load_guarded(&mut self) -> anyhow::Result<Option<Guarded<GraphChecksum>>> {
+        let mut tally = ScopeTally::default();
+        let run = self.eager_load_with(Some(&mut tally))?;
+        Ok(Some((run, tally)))
     }
 
     fn n_plus_one(&mut self) -> anyhow::Result<Run<GraphChecksum>> {
@@ -155,28 +213,16 @@ impl Contender for KeelAsync {
     }
 
     fn point_lookups(&mut self, ids: &[i32]) -> anyhow::Result<Run<LookupChecksum>> {
-        let before = self.statements();
-        let db = &self.db;
-        let (elapsed, checksum) = self.runtime.block_on(async {
-            let start = Instant::now();
-            let users = db.users();
-            let mut checksum = LookupChecksum::default();
-            for &id in ids {
-                match users.get_by_email(&Workload::email(id)).await {
-                    Ok(user) => checksum.add(Some(user.id)),
-                    Err(RepoError::NotFound { .. }) => checksum.add(None),
-                    Err(other) => return Err(other),
-                }
-            }
-            Ok((start.elapsed(), checksum))
-        })?;
-        Ok(Run {
-            elapsed,
-            statements: self.statements() - before,
-            rows: checksum.found,
-            checksum,
-            tables: None,
-        })
+        self.point_lookups_with(ids, None)
+    }
+
+    fn point_lookups_guarded(
+        &mut self,
+        ids: &[i32],
+    ) -> anyhow::Result<Option<Guarded<LookupChecksum>>> {
+        let mut tally = ScopeTally::default();
+        let run = self.point_lookups_with(ids, Some(&mut tally))?;
+        Ok(Some((run, tally)))
     }
 
     fn join_filter(&mut self, ids: &[i32]) -> anyhow::Result<Run<JoinChecksum>> {

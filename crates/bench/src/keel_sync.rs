@@ -5,9 +5,12 @@ use std::time::Instant;
 
 use keel_repo::sync::Database;
 use keel_repo::{DatabaseConfig, DatabaseUrl, RepoError};
-use keel_workload::{GRAPH_USER_LIMIT, JoinChecksum, LookupChecksum, Workload};
+use keel_workload::{GRAPH_USER_LIMIT, GraphChecksum, JoinChecksum, LookupChecksum, Workload};
 
-use crate::steps::{Contender, LoadRows, POOL_SIZE, Run, TableSeconds, graph_rows, walk_graph};
+use crate::guard::{B2_UNIT, B4_UNIT, ScopeTally, sync_unit};
+use crate::steps::{
+    Contender, Guarded, LoadRows, POOL_SIZE, Run, TableSeconds, graph_rows, walk_graph,
+};
 
 /// keel-repo, sync mode.
 pub struct KeelSync {
@@ -27,6 +30,56 @@ impl KeelSync {
     fn statements(&self) -> u64 {
         self.db.statements().count()
     }
+
+    /// B2, plain (`tally` is `None`) or with the whole step as one unit of
+    /// work in a `QueryScope` (the N+1 guard on).
+    fn eager_load_with(
+        &self,
+        tally: Option<&mut ScopeTally>,
+    ) -> anyhow::Result<Run<GraphChecksum>> {
+        let before = self.statements();
+        let start = Instant::now();
+        let users = sync_unit(tally, B2_UNIT, || {
+            self.db.users().users_with_posts_and_comments(graph_limit())
+        })?;
+        let checksum = walk_graph(&users, |u| &u.posts, |p| &p.comments, |c| c.body.as_str());
+        let elapsed = start.elapsed();
+        Ok(Run {
+            elapsed,
+            statements: self.statements() - before,
+            rows: graph_rows(&checksum),
+            checksum,
+            tables: None,
+        })
+    }
+
+    /// B4, plain or with each lookup as one unit of work in a `QueryScope`.
+    fn point_lookups_with(
+        &self,
+        ids: &[i32],
+        mut tally: Option<&mut ScopeTally>,
+    ) -> anyhow::Result<Run<LookupChecksum>> {
+        let before = self.statements();
+        let start = Instant::now();
+        let users = self.db.users();
+        let mut checksum = LookupChecksum::default();
+        for &id in ids {
+            let email = Workload::email(id);
+            match sync_unit(tally.as_deref_mut(), B4_UNIT, || users.get_by_email(&email)) {
+                Ok(user) => checksum.add(Some(user.id)),
+                Err(RepoError::NotFound { .. }) => checksum.add(None),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        let elapsed = start.elapsed();
+        Ok(Run {
+            elapsed,
+            statements: self.statements() - before,
+            rows: checksum.found,
+            checksum,
+            tables: None,
+        })
+    }
 }
 
 /// B2's and B3's user limit as keel's `i64`.
@@ -35,18 +88,20 @@ pub fn graph_limit() -> i64 {
 }
 
 impl Contender for KeelSync {
-    /// One `create_many` per table. Each opens a transaction of its own:
-    /// on SQLite, keel-repo's bulk insert cannot join an open transaction
-    /// (diesel's `AlreadyInTransaction`), so WORKLOAD.md's single
-    /// transaction is three here, on both backends alike.
+    /// WORKLOAD.md's one transaction: `insert_many` (keel's load path, no
+    /// `RETURNING`: `COPY` on PostgreSQL, multi-row `INSERT`s on SQLite) for
+    /// each table inside one `db.transaction`, one commit at the end.
     fn load(&mut self, rows: &LoadRows) -> anyhow::Result<Run<()>> {
         let before = self.statements();
         let start = Instant::now();
-        self.db.users().create_many(&rows.users)?;
-        let users_done = start.elapsed();
-        self.db.posts().create_many(&rows.posts)?;
-        let posts_done = start.elapsed();
-        self.db.comments().create_many(&rows.comments)?;
+        let (users_done, posts_done) = self.db.transaction(|tx| {
+            tx.users().insert_many(&rows.users)?;
+            let users_done = start.elapsed();
+            tx.posts().insert_many(&rows.posts)?;
+            let posts_done = start.elapsed();
+            tx.comments().insert_many(&rows.comments)?;
+            Ok::<_, RepoError>((users_done, posts_done))
+        })?;
         let elapsed = start.elapsed();
         Ok(Run {
             elapsed,
@@ -61,25 +116,17 @@ impl Contender for KeelSync {
         })
     }
 
-    fn eager_load(&mut self) -> anyhow::Result<Run<keel_workload::GraphChecksum>> {
-        let before = self.statements();
-        let start = Instant::now();
-        let users = self
-            .db
-            .users()
-            .users_with_posts_and_comments(graph_limit())?;
-        let checksum = walk_graph(&users, |u| &u.posts, |p| &p.comments, |c| c.body.as_str());
-        let elapsed = start.elapsed();
-        Ok(Run {
-            elapsed,
-            statements: self.statements() - before,
-            rows: graph_rows(&checksum),
-            checksum,
-            tables: None,
-        })
+    fn eager_load(&mut self) -> anyhow::Result<Run<GraphChecksum>> {
+        self.eager_load_with(None)
     }
 
-    fn n_plus_one(&mut self) -> anyhow::Result<Run<keel_workload::GraphChecksum>> {
+    fn eager_load_guarded(&mut self) -> anyhow::Result<Option<Guarded<GraphChecksum>>> {
+        let mut tally = ScopeTally::default();
+        let run = self.eager_load_with(Some(&mut tally))?;
+        Ok(Some((run, tally)))
+    }
+
+    fn n_plus_one(&mut self) -> anyhow::Result<Run<GraphChecksum>> {
         let before = self.statements();
         let start = Instant::now();
         let posts = self.db.posts();
@@ -104,25 +151,16 @@ impl Contender for KeelSync {
     }
 
     fn point_lookups(&mut self, ids: &[i32]) -> anyhow::Result<Run<LookupChecksum>> {
-        let before = self.statements();
-        let start = Instant::now();
-        let users = self.db.users();
-        let mut checksum = LookupChecksum::default();
-        for &id in ids {
-            match users.get_by_email(&Workload::email(id)) {
-                Ok(user) => checksum.add(Some(user.id)),
-                Err(RepoError::NotFound { .. }) => checksum.add(None),
-                Err(other) => return Err(other.into()),
-            }
-        }
-        let elapsed = start.elapsed();
-        Ok(Run {
-            elapsed,
-            statements: self.statements() - before,
-            rows: checksum.found,
-            checksum,
-            tables: None,
-        })
+        self.point_lookups_with(ids, None)
+    }
+
+    fn point_lookups_guarded(
+        &mut self,
+        ids: &[i32],
+    ) -> anyhow::Result<Option<Guarded<LookupChecksum>>> {
+        let mut tally = ScopeTally::default();
+        let run = self.point_lookups_with(ids, Some(&mut tally))?;
+        Ok(Some((run, tally)))
     }
 
     fn join_filter(&mut self, ids: &[i32]) -> anyhow::Result<Run<JoinChecksum>> {

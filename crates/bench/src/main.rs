@@ -10,11 +10,13 @@ mod baseline;
 mod chart;
 mod cli;
 mod database;
+mod guard;
 mod keel_async;
 mod keel_sync;
 mod report;
 mod steps;
 
+use std::cell::RefCell;
 use std::fmt::Display;
 use std::process::ExitCode;
 
@@ -32,10 +34,11 @@ use crate::baseline::pg_sync::PgSyncBaseline;
 use crate::baseline::sqlite::SqliteBaseline;
 use crate::cli::Args;
 use crate::database::{Admin, BenchDatabase};
+use crate::guard::ScopeTally;
 use crate::keel_async::KeelAsync;
 use crate::keel_sync::KeelSync;
 use crate::report::{Machine, Report, Sizes, StepResult};
-use crate::steps::{Backend, Contender, LoadRows, Mode, Run, Step};
+use crate::steps::{Backend, Contender, Guarded, LoadRows, Mode, Run, Step};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -108,6 +111,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     }
     let report = bench.report();
     print!("{}", report::text_table(&report.results));
+    print!("{}", report::guard_text(&report.results));
     write_outputs(args, &report)?;
     Ok(report)
 }
@@ -202,7 +206,8 @@ impl Bench<'_> {
                 comments_per_post: workload.comments_per_post(),
                 rows: workload.row_count(),
             },
-            repeat: self.args.repeat,
+            repeat: self.args.repeat(),
+            guard_rounds: self.args.guard.then(|| self.args.guard_rounds()),
             targets: report::check_targets(&self.results),
             results: self.results,
             checksum_failures: self.failures,
@@ -259,13 +264,26 @@ impl ModeRun<'_, '_, '_> {
         if !reads.is_empty() {
             self.admin.analyze()?;
         }
-        let repeat = self.bench.args.repeat;
+        let repeat = self.bench.args.repeat();
         let lookup_ids = self.bench.inputs.lookup_ids.clone();
         let join_ids = &lookup_ids[..JOIN_QUERY_COUNT.min(lookup_ids.len())];
         for step in reads {
             let label = self.label(step);
             let (keel, baseline) = (&mut *self.keel, &mut *self.baseline);
             match step {
+                Step::B2 if self.bench.args.guard => {
+                    let keel = RefCell::new(keel);
+                    let mut tallies = Vec::new();
+                    let (k, g, b) = alternate_guarded(
+                        &label,
+                        self.bench.args.rounds(step),
+                        || keel.borrow_mut().eager_load().map(Some),
+                        || keep_tally(keel.borrow_mut().eager_load_guarded(), &mut tallies),
+                        || baseline.eager_load().map(Some),
+                    )?;
+                    let guard = g.map(|runs| (runs, tallies));
+                    self.record_with_guard(step, self.bench.inputs.expected_graph, k, guard, b);
+                }
                 Step::B2 => {
                     let (k, b) = alternate(
                         &label,
@@ -283,6 +301,22 @@ impl ModeRun<'_, '_, '_> {
                         || baseline.n_plus_one().map(Some),
                     )?;
                     self.record(step, self.bench.inputs.expected_graph, k, b);
+                }
+                Step::B4 if self.bench.args.guard => {
+                    let keel = RefCell::new(keel);
+                    let mut tallies = Vec::new();
+                    let (k, g, b) = alternate_guarded(
+                        &label,
+                        self.bench.args.rounds(step),
+                        || keel.borrow_mut().point_lookups(&lookup_ids).map(Some),
+                        || {
+                            let guarded = keel.borrow_mut().point_lookups_guarded(&lookup_ids);
+                            keep_tally(guarded, &mut tallies)
+                        },
+                        || baseline.point_lookups(&lookup_ids).map(Some),
+                    )?;
+                    let guard = g.map(|runs| (runs, tallies));
+                    self.record_with_guard(step, self.bench.inputs.expected_lookups, k, guard, b);
                 }
                 Step::B4 => {
                     let (k, b) = alternate(
@@ -359,22 +393,50 @@ impl ModeRun<'_, '_, '_> {
         keel: Option<Vec<Run<T>>>,
         baseline: Option<Vec<Run<T>>>,
     ) {
+        self.record_with_guard(step, expected, keel, None, baseline);
+    }
+
+    /// Records a step; `guard` is keel's runs with the N+1 guard on and what
+    /// each run's scopes recorded, when that was measured.
+    fn record_with_guard<T: PartialEq + Display>(
+        &mut self,
+        step: Step,
+        expected: T,
+        keel: Option<Vec<Run<T>>>,
+        guard: Option<(Vec<Run<T>>, Vec<ScopeTally>)>,
+        baseline: Option<Vec<Run<T>>>,
+    ) {
         let label = self.label(step);
+        let guard_driver = match self.mode {
+            Mode::Sync => "keel-repo sync + N+1 guard",
+            Mode::Async => "keel-repo async + N+1 guard",
+        };
         let failures = &mut self.bench.failures;
         let keel = keel.and_then(|runs| {
             report::Side::from_runs(self.keel_driver, runs, &expected, &label, failures)
         });
+        let guard = guard.and_then(|(runs, tallies)| {
+            check_scopes(&label, guard_driver, &runs, &tallies, failures);
+            let best = (0..runs.len()).min_by_key(|&i| runs[i].elapsed)?;
+            let tally = *tallies.get(best)?;
+            let side = report::Side::from_runs(guard_driver, runs, &expected, &label, failures)?;
+            Some((side, tally))
+        });
         let baseline = baseline.and_then(|runs| {
             report::Side::from_runs(self.baseline_driver, runs, &expected, &label, failures)
         });
-        self.bench.results.push(StepResult::new(
+        let mut result = StepResult::new(
             self.backend,
             self.mode,
             step,
             expected.to_string(),
             keel,
             baseline,
-        ));
+        );
+        if let Some((side, tally)) = guard {
+            result = result.with_guard(side, tally);
+        }
+        self.bench.results.push(result);
     }
 }
 
@@ -387,6 +449,9 @@ enum Contestant {
 
 type Runs<T> = Option<Vec<Run<T>>>;
 
+/// One side's run of a step, for [`alternate_sides`].
+type Attempt<'f, T> = &'f mut dyn FnMut() -> anyhow::Result<Option<Run<T>>>;
+
 /// Runs keel and the baseline `repeat` times each, alternating, printing
 /// each run. A side that does not run the step (`None`) gives `None`.
 fn alternate<T: Display>(
@@ -395,18 +460,49 @@ fn alternate<T: Display>(
     mut keel: impl FnMut() -> anyhow::Result<Option<Run<T>>>,
     mut baseline: impl FnMut() -> anyhow::Result<Option<Run<T>>>,
 ) -> anyhow::Result<(Runs<T>, Runs<T>)> {
-    let mut keel_runs = Some(Vec::new());
-    let mut baseline_runs = Some(Vec::new());
+    let mut sides: [(&str, Attempt<'_, T>); 2] =
+        [("keel", &mut keel), ("hand-written", &mut baseline)];
+    let [k, b] = alternate_sides(label, repeat, &mut sides, false)?;
+    Ok((k, b))
+}
+
+/// As [`alternate`], with keel's run with the N+1 guard on as a third side.
+/// Plain keel and keel with the guard swap places every other round, so
+/// neither always runs on the other's warm caches.
+fn alternate_guarded<T: Display>(
+    label: &str,
+    repeat: u32,
+    mut keel: impl FnMut() -> anyhow::Result<Option<Run<T>>>,
+    mut guarded: impl FnMut() -> anyhow::Result<Option<Run<T>>>,
+    mut baseline: impl FnMut() -> anyhow::Result<Option<Run<T>>>,
+) -> anyhow::Result<(Runs<T>, Runs<T>, Runs<T>)> {
+    let mut sides: [(&str, Attempt<'_, T>); 3] = [
+        ("keel", &mut keel),
+        ("keel + guard", &mut guarded),
+        ("hand-written", &mut baseline),
+    ];
+    let [k, g, b] = alternate_sides(label, repeat, &mut sides, true)?;
+    Ok((k, g, b))
+}
+
+/// Runs every side once per round, `repeat` rounds, printing each run; with
+/// `swap_first_pair`, the first two sides run in the other order in even
+/// rounds. A side that does not run the step (`None`) gives `None`.
+fn alternate_sides<T: Display, const N: usize>(
+    label: &str,
+    repeat: u32,
+    sides: &mut [(&str, Attempt<'_, T>); N],
+    swap_first_pair: bool,
+) -> anyhow::Result<[Runs<T>; N]> {
+    let mut all: [Runs<T>; N] = std::array::from_fn(|_| Some(Vec::new()));
     for i in 1..=repeat {
-        for (name, f, runs) in [
-            (
-                "keel",
-                &mut keel as &mut dyn FnMut() -> anyhow::Result<Option<Run<T>>>,
-                &mut keel_runs,
-            ),
-            ("hand-written", &mut baseline, &mut baseline_runs),
-        ] {
-            let Some(collected) = runs.as_mut() else {
+        let mut order: [usize; N] = std::array::from_fn(|k| k);
+        if swap_first_pair && i % 2 == 0 && N >= 2 {
+            order.swap(0, 1);
+        }
+        for index in order {
+            let (name, f) = &mut sides[index];
+            let Some(collected) = all[index].as_mut() else {
                 continue;
             };
             match f().with_context(|| format!("{label} {name}"))? {
@@ -419,11 +515,54 @@ fn alternate<T: Display>(
                     );
                     collected.push(run);
                 }
-                None => *runs = None,
+                None => all[index] = None,
             }
         }
     }
-    Ok((keel_runs, baseline_runs))
+    Ok(all)
+}
+
+/// A guarded run as a plain run, its scopes' tally kept in `tallies` (in
+/// run order).
+fn keep_tally<T>(
+    guarded: anyhow::Result<Option<Guarded<T>>>,
+    tallies: &mut Vec<ScopeTally>,
+) -> anyhow::Result<Option<Run<T>>> {
+    Ok(guarded?.map(|(run, tally)| {
+        tallies.push(tally);
+        run
+    }))
+}
+
+/// The guard must have seen every statement of its runs, without a false
+/// alarm; anything else makes its overhead meaningless, and is a failure.
+fn check_scopes<T>(
+    label: &str,
+    driver: &str,
+    runs: &[Run<T>],
+    tallies: &[ScopeTally],
+    failures: &mut Vec<String>,
+) {
+    if runs.len() != tallies.len() {
+        failures.push(format!(
+            "{label} {driver}: {} runs but {} scope tallies",
+            runs.len(),
+            tallies.len()
+        ));
+    }
+    for (i, (run, tally)) in runs.iter().zip(tallies).enumerate() {
+        if tally.statements != run.statements || tally.repeated != 0 {
+            failures.push(format!(
+                "{label} {driver} run {}: {} scopes recorded {} of the {} statements sent; \
+                 {} flagged a repeated statement",
+                i + 1,
+                tally.scopes,
+                tally.statements,
+                run.statements,
+                tally.repeated
+            ));
+        }
+    }
 }
 
 fn write_outputs(args: &Args, report: &Report) -> anyhow::Result<()> {
@@ -455,7 +594,8 @@ fn write_outputs(args: &Args, report: &Report) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// A run at U=30, P=3, C=2 with one repeat, reports in `out_dir`.
+    /// A run at U=30, P=3, C=2 with one repeat (the guard's too), reports in
+    /// `out_dir`.
     fn small_run(out_dir: &std::path::Path, extra: &[&str]) -> Report {
         let out_dir = out_dir.display().to_string();
         let mut argv = vec![
@@ -465,6 +605,8 @@ mod tests {
             "--posts-per-user",
             "3",
             "--repeat",
+            "1",
+            "--guard-repeat",
             "1",
             "--out-dir",
         ];
@@ -486,6 +628,14 @@ mod tests {
         // B1-B5 in both modes; B6 and B7 are PostgreSQL's.
         assert_eq!(report.results.len(), 10);
         assert!(report.results.iter().all(|r| r.ratio.is_some()));
+        // The N+1 guard is measured on B2 and B4 in both modes, and only there.
+        let guarded: Vec<Step> = report
+            .results
+            .iter()
+            .filter(|r| r.guard.is_some())
+            .map(|r| r.step)
+            .collect();
+        assert_eq!(guarded, [Step::B2, Step::B4, Step::B2, Step::B4]);
         for file in ["results.json", "summary.md", "ratios.svg"] {
             assert!(dir.path().join(file).is_file(), "{file} written");
         }

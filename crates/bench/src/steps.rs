@@ -8,6 +8,8 @@ use keel_models::{NewComment, NewPost, NewUser};
 use keel_workload::{GraphChecksum, JoinChecksum, LookupChecksum, Workload};
 use serde::Serialize;
 
+use crate::guard::ScopeTally;
+
 /// A database backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,7 +193,25 @@ pub trait Contender {
         let _ = ids;
         Ok(None)
     }
+    /// B2 with the N+1 guard on (see [`crate::guard`]): the step is one unit
+    /// of work in one `QueryScope`. `None` where there is no guard (the
+    /// hand-written baselines).
+    fn eager_load_guarded(&mut self) -> anyhow::Result<Option<Guarded<GraphChecksum>>> {
+        Ok(None)
+    }
+    /// B4 with the N+1 guard on: each lookup is one unit of work in a
+    /// `QueryScope` of its own. `None` where there is no guard.
+    fn point_lookups_guarded(
+        &mut self,
+        ids: &[i32],
+    ) -> anyhow::Result<Option<Guarded<LookupChecksum>>> {
+        let _ = ids;
+        Ok(None)
+    }
 }
+
+/// One run with the N+1 guard on, and what its scopes recorded.
+pub type Guarded<T> = (Run<T>, ScopeTally);
 
 /// Tasks in B6.
 pub const B6_TASKS: usize = 64;
