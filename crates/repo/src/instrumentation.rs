@@ -58,9 +58,11 @@ impl Instrumentation for StatementCounter {
                 // Only a scope needs the text: formatting a statement builds
                 // its SQL again, which the plain count avoids.
                 if let Some(scope) = QueryScope::current() {
-                    let keyword = leading_keyword(query);
+                    // One formatting per statement: it builds the SQL again.
+                    let text = query.to_string();
+                    let keyword = leading_keyword(&text);
                     if !is_transaction_control(&keyword) {
-                        scope.record_statement(&keyword, query);
+                        scope.record_statement(&keyword, text);
                     }
                 }
             }

@@ -7,6 +7,10 @@
 //! - `AsyncOps`, implemented for `AsyncPgConnection` and diesel-async's
 //!   `SyncConnectionWrapper<SqliteConnection>` (async mode).
 //!
+//! Lookups by a unique key use `get_result`, not `first`: `first` binds
+//! `LIMIT ?`, and SQLite re-prepares a statement with a bound LIMIT every
+//! time it runs (most of a point lookup's cost there).
+//!
 //! In a body, `db!(…)` marks a statement sent to the database: it is the
 //! plain call in sync mode and the call `.await`ed in async mode. Queries come
 //! from [`crate::queries`] and rows are assembled by [`crate::loading`], so a
@@ -40,11 +44,11 @@ macro_rules! with_op_list {
     ($callback:ident!($($args:tt)*)) => {
         $callback! { ($($args)*)
     fn user_by_id(&mut self, id: i32) -> Option<User> {
-        db!(queries::user_by_id(id).first(self)).optional()
+        db!(queries::user_by_id(id).get_result(self)).optional()
     }
 
     fn user_by_email(&mut self, email: &str) -> Option<User> {
-        db!(queries::user_by_email(email).first(self)).optional()
+        db!(queries::user_by_email(email).get_result(self)).optional()
     }
 
     fn insert_user(&mut self, user: &NewUser) -> User {
@@ -79,7 +83,7 @@ macro_rules! with_op_list {
     }
 
     fn user_with_posts(&mut self, id: i32) -> Option<UserWithPosts> {
-        let Some(user) = db!(queries::user_by_id(id).first(self)).optional()? else {
+        let Some(user) = db!(queries::user_by_id(id).get_result(self)).optional()? else {
             return Ok(None);
         };
         let posts = db!(queries::posts_of_authors(vec![user.id]).load(self))?;
@@ -87,7 +91,7 @@ macro_rules! with_op_list {
     }
 
     fn user_with_posts_and_comments(&mut self, id: i32) -> Option<UserWithPostsAndComments> {
-        let Some(user) = db!(queries::user_by_id(id).first(self)).optional()? else {
+        let Some(user) = db!(queries::user_by_id(id).get_result(self)).optional()? else {
             return Ok(None);
         };
         let posts: Vec<Post> = db!(queries::posts_of_authors(vec![user.id]).load(self))?;
@@ -121,9 +125,9 @@ macro_rules! with_op_list {
     }
 
     fn table_sizes(&mut self) -> TableSizes {
-        let (users, max_user_id) = db!(queries::user_count_and_max_id().first(self))?;
-        let (posts, max_post_id) = db!(queries::post_count_and_max_id().first(self))?;
-        let (comments, max_comment_id) = db!(queries::comment_count_and_max_id().first(self))?;
+        let (users, max_user_id) = db!(queries::user_count_and_max_id().get_result(self))?;
+        let (posts, max_post_id) = db!(queries::post_count_and_max_id().get_result(self))?;
+        let (comments, max_comment_id) = db!(queries::comment_count_and_max_id().get_result(self))?;
         Ok(TableSizes {
             users: TableSize { rows: users, max_id: max_user_id },
             posts: TableSize { rows: posts, max_id: max_post_id },
@@ -151,15 +155,15 @@ macro_rules! with_op_list {
     }
 
     fn post_by_id(&mut self, id: i32) -> Option<Post> {
-        db!(queries::post_by_id(id).first(self)).optional()
+        db!(queries::post_by_id(id).get_result(self)).optional()
     }
 
     fn post_with_author(&mut self, id: i32) -> Option<(Post, User)> {
-        db!(queries::post_with_author(id).first(self)).optional()
+        db!(queries::post_with_author(id).get_result(self)).optional()
     }
 
     fn post_with_author_and_comments(&mut self, id: i32) -> Option<PostWithAuthorAndComments> {
-        let Some((post, author)) = db!(queries::post_with_author(id).first(self)).optional()? else {
+        let Some((post, author)) = db!(queries::post_with_author(id).get_result(self)).optional()? else {
             return Ok(None);
         };
         let comments = db!(queries::comments_of_posts(vec![post.id]).load(self))?;
@@ -194,7 +198,7 @@ macro_rules! with_op_list {
     }
 
     fn comment_by_id(&mut self, id: i32) -> Option<Comment> {
-        db!(queries::comment_by_id(id).first(self)).optional()
+        db!(queries::comment_by_id(id).get_result(self)).optional()
     }
 
     fn comments_for_post(&mut self, post_id: i32, after: i32, limit: i64) -> Vec<Comment> {

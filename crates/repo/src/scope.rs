@@ -119,14 +119,26 @@ impl QueryScope {
     /// The same scope, but strict (or not): a repeated shape fails the next
     /// repository call instead of only warning. Call before running anything.
     #[must_use]
-    pub fn strict(self, strict: bool) -> Self {
-        Self::build(self.state.name.clone(), strict, self.state.repeat_threshold)
+    pub fn strict(mut self, strict: bool) -> Self {
+        match Arc::get_mut(&mut self.state) {
+            Some(state) => {
+                state.strict = strict;
+                self
+            }
+            None => Self::build(self.state.name.clone(), strict, self.state.repeat_threshold),
+        }
     }
 
     /// The same scope with another repeat threshold. Call before running anything.
     #[must_use]
-    pub fn repeat_threshold(self, threshold: u32) -> Self {
-        Self::build(self.state.name.clone(), self.state.strict, threshold)
+    pub fn repeat_threshold(mut self, threshold: u32) -> Self {
+        match Arc::get_mut(&mut self.state) {
+            Some(state) => {
+                state.repeat_threshold = threshold;
+                self
+            }
+            None => Self::build(self.state.name.clone(), self.state.strict, threshold),
+        }
     }
 
     /// The scope's name.
@@ -222,37 +234,38 @@ impl QueryScope {
     }
 
     /// Records one statement (called by the connection hook).
-    pub(crate) fn record_statement(&self, keyword: &str, query: &dyn fmt::Display) {
+    pub(crate) fn record_statement(&self, keyword: &str, text: String) {
         self.state.statements.fetch_add(1, Ordering::Relaxed);
-        let text = query.to_string();
-        let shape = text
-            .split(" -- binds:")
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
         let mut record = self.lock();
+        if keyword == "SELECT" && !Self::intended_here() {
+            let shape = text.split(" -- binds:").next().unwrap_or_default().trim();
+            // A shape is copied once, when first seen, not per statement.
+            let count = match record.select_shapes.get_mut(shape) {
+                Some(count) => {
+                    *count += 1;
+                    *count
+                }
+                None => {
+                    record.select_shapes.insert(shape.to_owned(), 1);
+                    1
+                }
+            };
+            if count == self.state.repeat_threshold.saturating_add(1) {
+                tracing::warn!(
+                    scope = %self.state.name,
+                    count,
+                    statement = %shape,
+                    "likely N+1: the same query ran more than {} times in one scope; load the relation eagerly",
+                    self.state.repeat_threshold
+                );
+                let statement = shape.to_owned();
+                record
+                    .repeated
+                    .get_or_insert(RepeatedStatement { statement, count });
+            }
+        }
         if record.log.len() < LOG_CAPACITY {
             record.log.push(text);
-        }
-        if keyword != "SELECT" || Self::intended_here() {
-            return;
-        }
-        let count = record.select_shapes.entry(shape.clone()).or_insert(0);
-        *count += 1;
-        let count = *count;
-        if count == self.state.repeat_threshold.saturating_add(1) {
-            tracing::warn!(
-                scope = %self.state.name,
-                count,
-                statement = %shape,
-                "likely N+1: the same query ran more than {} times in one scope; load the relation eagerly",
-                self.state.repeat_threshold
-            );
-            record.repeated.get_or_insert(RepeatedStatement {
-                statement: shape,
-                count,
-            });
         }
     }
 
