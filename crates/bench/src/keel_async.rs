@@ -79,7 +79,9 @@ impl KeelAsync {
         let db = &self.db;
         let (elapsed, checksum) = self.runtime.block_on(async {
             let start = Instant::now();
-            let users = db.users();
+            // WORKLOAD.md's "one session": one connection for the whole step.
+            let session = db.session().await?;
+            let users = session.users();
             let mut checksum = LookupChecksum::default();
             for &id in ids {
                 let email = Workload::email(id);
@@ -230,7 +232,8 @@ impl Contender for KeelAsync {
         let db = &self.db;
         let (elapsed, checksum) = self.runtime.block_on(async {
             let start = Instant::now();
-            let posts = db.posts();
+            let session = db.session().await?;
+            let posts = session.posts();
             let mut checksum = JoinChecksum::default();
             for &id in ids {
                 let found = posts.by_author_email(&Workload::email(id)).await?;

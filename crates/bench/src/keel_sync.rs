@@ -61,7 +61,9 @@ impl KeelSync {
     ) -> anyhow::Result<Run<LookupChecksum>> {
         let before = self.statements();
         let start = Instant::now();
-        let users = self.db.users();
+        // WORKLOAD.md's "one session": one connection for the whole step.
+        let session = self.db.session()?;
+        let users = session.users();
         let mut checksum = LookupChecksum::default();
         for &id in ids {
             let email = Workload::email(id);
@@ -166,7 +168,8 @@ impl Contender for KeelSync {
     fn join_filter(&mut self, ids: &[i32]) -> anyhow::Result<Run<JoinChecksum>> {
         let before = self.statements();
         let start = Instant::now();
-        let posts = self.db.posts();
+        let session = self.db.session()?;
+        let posts = session.posts();
         let mut checksum = JoinChecksum::default();
         for &id in ids {
             let found = posts.by_author_email(&Workload::email(id))?;
