@@ -318,6 +318,15 @@ serve_tests! {
         assert!(metrics.contains("keel_http_requests_total{method=\"POST\",status=\"201\"} 1"), "{metrics}");
         assert!(metrics.contains("keel_http_request_duration_seconds_bucket"), "{metrics}");
         assert!(metrics.contains("keel_db_statements_total"), "{metrics}");
+        for gauge in ["keel_db_pool_max_size 10", "keel_db_pool_size ", "keel_db_pool_idle ", "keel_db_pool_waiting 0", "keel_db_pool_checkouts_total "] {
+            assert!(metrics.contains(gauge), "{gauge} in {metrics}");
+        }
+        let checkouts: i64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("keel_db_pool_checkouts_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("checkouts");
+        assert!(checkouts >= 1, "the POST checked a connection out: {checkouts}");
         let logged = server.log().iter().any(|l| l.contains("request") && l.contains("/users") && l.contains("statements=1"));
         assert!(logged, "one log line per request with its statements: {:?}", server.log());
     }

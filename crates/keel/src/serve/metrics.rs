@@ -16,6 +16,10 @@ pub(crate) struct Metrics {
     latency: HistogramVec,
     statements: IntGauge,
     pool_max_size: IntGauge,
+    pool_size: IntGauge,
+    pool_idle: IntGauge,
+    pool_waiting: IntGauge,
+    pool_checkouts: IntGauge,
 }
 
 impl Metrics {
@@ -40,16 +44,30 @@ impl Metrics {
             "SQL statements run on the pool's connections",
         )?;
         let pool_max_size = IntGauge::new("db_pool_max_size", "Most connections the pool opens")?;
+        let pool_size = IntGauge::new("db_pool_size", "Connections open now")?;
+        let pool_idle = IntGauge::new("db_pool_idle", "Open connections not checked out")?;
+        let pool_waiting = IntGauge::new("db_pool_waiting", "Callers waiting for a connection")?;
+        let pool_checkouts = IntGauge::new(
+            "db_pool_checkouts_total",
+            "Connections checked out since start",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(statements.clone()))?;
         registry.register(Box::new(pool_max_size.clone()))?;
+        for gauge in [&pool_size, &pool_idle, &pool_waiting, &pool_checkouts] {
+            registry.register(Box::new(gauge.clone()))?;
+        }
         Ok(Self {
             registry,
             requests,
             latency,
             statements,
             pool_max_size,
+            pool_size,
+            pool_idle,
+            pool_waiting,
+            pool_checkouts,
         })
     }
 
@@ -67,9 +85,13 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     metrics
         .statements
         .set(i64::try_from(state.db.statements().count()).unwrap_or(i64::MAX));
-    metrics
-        .pool_max_size
-        .set(i64::from(state.db.config().pool_size));
+    let pool = state.db.pool_status();
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    metrics.pool_max_size.set(gauge(pool.max_size));
+    metrics.pool_size.set(gauge(pool.size));
+    metrics.pool_idle.set(gauge(pool.idle));
+    metrics.pool_waiting.set(gauge(pool.waiting));
+    metrics.pool_checkouts.set(gauge(pool.checkouts));
     let mut text = Vec::new();
     if let Err(error) = TextEncoder::new().encode(&metrics.registry.gather(), &mut text) {
         tracing::error!(%error, "cannot encode metrics");

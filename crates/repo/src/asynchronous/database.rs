@@ -38,6 +38,19 @@ mod pool_impl {
     use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 
     pub(super) type BackendPool<C> = Pool<C>;
+
+    /// Open connections, idle ones and callers waiting, as deadpool counts them.
+    pub(super) fn status<C>(pool: &Pool<C>) -> (u64, u64, u64)
+    where
+        AsyncDieselConnectionManager<C>: deadpool::managed::Manager,
+    {
+        let status = pool.status();
+        (
+            status.size as u64,
+            status.available as u64,
+            status.waiting as u64,
+        )
+    }
     pub(super) type Pooled<C> = Object<C>;
 
     pub(super) async fn build<C>(
@@ -176,6 +189,20 @@ mod pool_impl {
 
     pub(super) type Pooled<C> = bb8::PooledConnection<'static, AsyncDieselConnectionManager<C>>;
 
+    /// Open connections, idle ones and callers waiting (bb8 does not count
+    /// waiters: always 0).
+    pub(super) fn status<C>(pool: &BackendPool<C>) -> (u64, u64, u64)
+    where
+        AsyncDieselConnectionManager<C>: bb8::ManageConnection,
+    {
+        let state = pool.pool.state();
+        (
+            u64::from(state.connections),
+            u64::from(state.idle_connections),
+            0,
+        )
+    }
+
     /// bb8 opens connections in tasks of its own and hands their errors to
     /// an error sink only: a caller waiting for a connection sees just
     /// `TimedOut`. This sink keeps the last error, so that a checkout that
@@ -255,6 +282,22 @@ pub struct AsyncDatabase {
     pool: Pools,
     statements: StatementCounter,
     config: DatabaseConfig,
+    checkouts: std::sync::atomic::AtomicU64,
+}
+
+/// What the pool holds now, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Most connections the pool opens.
+    pub max_size: u64,
+    /// Connections open now.
+    pub size: u64,
+    /// Open connections not checked out.
+    pub idle: u64,
+    /// Callers waiting for a connection (deadpool; 0 with bb8).
+    pub waiting: u64,
+    /// Checkouts since the pool was built.
+    pub checkouts: u64,
 }
 
 enum Pools {
@@ -361,6 +404,7 @@ impl AsyncDatabase {
             pool,
             statements,
             config: config.clone(),
+            checkouts: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -489,7 +533,24 @@ impl AsyncDatabase {
         }
     }
 
+    /// What the pool holds now, and how many checkouts it has served.
+    pub fn pool_status(&self) -> PoolStatus {
+        let (size, idle, waiting) = match &self.pool {
+            Pools::Postgres(pool) => pool_impl::status(pool),
+            Pools::Sqlite(pool) => pool_impl::status(pool),
+        };
+        PoolStatus {
+            max_size: u64::from(self.config.effective_pool_size()),
+            size,
+            idle,
+            waiting,
+            checkouts: self.checkouts.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     pub(crate) async fn checkout(&self) -> Result<PooledConn, RepoError> {
+        self.checkouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(match &self.pool {
             Pools::Postgres(pool) => {
                 PooledConn::Postgres(pool_impl::checkout(pool, &self.config).await?)

@@ -10,7 +10,7 @@ mod database;
 mod repositories;
 mod session;
 
-pub use database::{AsyncDatabase, AsyncTransaction};
+pub use database::{AsyncDatabase, AsyncTransaction, PoolStatus};
 pub use repositories::{CommentRepository, PostRepository, UserRepository};
 pub use session::AsyncSession;
 
