@@ -9,7 +9,7 @@ use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;
 use keel_migrations::{DatabaseUrl, Migrator};
 
-use crate::catalog::{self, ForeignKey, Index};
+use keel_repo::catalog::{Catalog, ForeignKey, Index};
 
 /// True when running under CI, where a missing PostgreSQL server is a failure.
 pub fn in_ci() -> bool {
@@ -140,15 +140,15 @@ impl TestDatabase for PgTestDatabase {
     }
 
     fn tables(&self, conn: &mut PgConnection) -> Vec<String> {
-        catalog::postgres_tables(conn)
+        conn.tables().expect("read the catalog")
     }
 
     fn indexes(&self, conn: &mut PgConnection) -> Vec<Index> {
-        catalog::postgres_indexes(conn)
+        conn.indexes().expect("read the catalog")
     }
 
     fn foreign_keys(&self, conn: &mut PgConnection) -> Vec<ForeignKey> {
-        catalog::postgres_foreign_keys(conn)
+        conn.foreign_keys().expect("read the catalog")
     }
 }
 
@@ -188,14 +188,14 @@ impl TestDatabase for SqliteTestDatabase {
     }
 
     fn tables(&self, conn: &mut SqliteConnection) -> Vec<String> {
-        catalog::sqlite_tables(conn)
+        conn.tables().expect("read the catalog")
     }
 
     fn indexes(&self, conn: &mut SqliteConnection) -> Vec<Index> {
-        catalog::sqlite_indexes(conn)
+        conn.indexes().expect("read the catalog")
     }
 
     fn foreign_keys(&self, conn: &mut SqliteConnection) -> Vec<ForeignKey> {
-        catalog::sqlite_foreign_keys(conn)
+        conn.foreign_keys().expect("read the catalog")
     }
 }

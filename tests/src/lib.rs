@@ -6,11 +6,10 @@
 //! `postgres://postgres@127.0.0.1:5432`). Without one they skip loudly, except
 //! when `CI` is set: then they fail, so CI never passes on skipped tests.
 
-mod catalog;
 mod cluster;
 mod databases;
 
-pub use catalog::{ForeignKey, Index};
+pub use keel_repo::catalog::{ForeignKey, Index};
 pub use cluster::PgCluster;
 pub use databases::{PgTestDatabase, SqliteTestDatabase, TestDatabase, in_ci};
 
