@@ -9,9 +9,9 @@
 mod cluster;
 mod databases;
 
-pub use keel_repo::catalog::{ForeignKey, Index};
 pub use cluster::PgCluster;
 pub use databases::{PgTestDatabase, SqliteTestDatabase, TestDatabase, in_ci};
+pub use keel_repo::catalog::{ForeignKey, Index};
 
 /// Writes each test twice, once per backend, in modules `postgres` and
 /// `sqlite`. Each body receives `$db`, a fresh, empty [`TestDatabase`] of its
