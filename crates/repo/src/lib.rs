@@ -99,7 +99,7 @@ pub mod scope;
 pub mod sync;
 mod validate;
 
-pub use config::{ConfigError, DatabaseConfig, DatabaseUrl};
+pub use config::{ConfigError, DatabaseConfig, DatabaseUrl, SqliteCalls};
 pub use connection::AnyConnection;
 pub use error::RepoError;
 pub use instrumentation::StatementCounter;

@@ -9,11 +9,9 @@
 
 use diesel::ConnectionError;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use std::sync::Arc;
 
@@ -26,7 +24,9 @@ use crate::{
     DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
 };
 
-type SqliteAsync = SyncConnectionWrapper<SqliteConnection>;
+type SqliteAsync = super::AsyncSqliteConnection;
+use super::sqlite_calls::SqliteCallRunner;
+use diesel::sqlite::SqliteConnection;
 
 #[cfg(not(feature = "bb8"))]
 mod pool_impl {
@@ -34,7 +34,7 @@ mod pool_impl {
     use std::time::Duration;
 
     use super::*;
-    use deadpool::managed::{Hook, HookError, Metrics, TimeoutType};
+    use deadpool::managed::{Hook, HookError, Metrics, QueueMode, TimeoutType};
     use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 
     pub(super) type BackendPool<C> = Pool<C>;
@@ -66,6 +66,12 @@ mod pool_impl {
             .max_size(config.effective_pool_size() as usize)
             .wait_timeout(Some(config.checkout_timeout))
             .create_timeout(Some(config.connect_timeout))
+            // Hand out the most recently returned connection, as r2d2 does:
+            // its prepared statements (and SQLite's page cache) are warm.
+            // deadpool's default, FIFO, rotates every call through every
+            // idle connection, so each statement is prepared once per
+            // connection and a warmed-up pool runs cold for `max_size` calls.
+            .queue_mode(QueueMode::Lifo)
             .runtime(deadpool::Runtime::Tokio1);
         if expiry.is_set() {
             // deadpool has no idle timeout or lifetime of its own: a
@@ -324,14 +330,13 @@ impl ConnGuard for PooledConn {
 
 /// The manager's settings: no test query on checkout, only the cheap check
 /// that the connection is not broken (for PostgreSQL: not closed; see the
-/// module docs), and a setup that counts statements and, on SQLite, sets the
-/// pragmas.
-fn manager_config<C, F>(setup: F) -> ManagerConfig<C>
+/// module docs), and `connect`, which opens a connection and sets it up (it
+/// counts statements and, on SQLite, sets the pragmas).
+fn manager_config<C, F>(connect: F) -> ManagerConfig<C>
 where
     C: PoolableConnection + 'static,
-    F: Fn(C) -> futures_setup::SetupFuture<C> + Send + Sync + 'static,
+    F: Fn(String) -> futures_setup::SetupFuture<C> + Send + Sync + 'static,
 {
-    let setup = std::sync::Arc::new(setup);
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn: &mut C| {
         let broken = conn.is_broken();
@@ -346,14 +351,7 @@ where
             }
         })
     }));
-    config.custom_setup = Box::new(move |url| {
-        let setup = setup.clone();
-        let url = url.to_owned();
-        Box::pin(async move {
-            let conn = C::establish(&url).await?;
-            setup(conn).await
-        })
-    });
+    config.custom_setup = Box::new(move |url| connect(url.to_owned()));
     config
 }
 
@@ -373,9 +371,13 @@ impl AsyncDatabase {
                 let counter = statements.clone();
                 let manager = AsyncDieselConnectionManager::new_with_config(
                     config.postgres_url(url),
-                    manager_config(move |mut conn: AsyncPgConnection| {
-                        conn.set_instrumentation(counter.clone());
-                        Box::pin(async move { Ok(conn) })
+                    manager_config(move |url| {
+                        let counter = counter.clone();
+                        Box::pin(async move {
+                            let mut conn = AsyncPgConnection::establish(&url).await?;
+                            conn.set_instrumentation(counter);
+                            Ok(conn)
+                        })
                     }),
                 );
                 Pools::Postgres(pool_impl::build(manager, config).await?)
@@ -383,12 +385,20 @@ impl AsyncDatabase {
             DatabaseUrl::Sqlite(path) => {
                 let counter = statements.clone();
                 let pragmas = config.sqlite_setup_sql();
+                let calls = config.sqlite_calls;
                 let manager = AsyncDieselConnectionManager::new_with_config(
                     path,
-                    manager_config(move |mut conn: SqliteAsync| {
+                    manager_config(move |path| {
                         let counter = counter.clone();
                         let pragmas = pragmas.clone();
                         Box::pin(async move {
+                            // Opening the file may wait on a lock: off the runtime.
+                            let conn = tokio::task::spawn_blocking(move || {
+                                <SqliteConnection as diesel::Connection>::establish(&path)
+                            })
+                            .await
+                            .map_err(|e| ConnectionError::BadConnection(e.to_string()))??;
+                            let mut conn = SqliteAsync::with_runtime(conn, SqliteCallRunner(calls));
                             conn.batch_execute(&pragmas)
                                 .await
                                 .map_err(ConnectionError::CouldntSetupConfiguration)?;

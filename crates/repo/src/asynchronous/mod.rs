@@ -3,12 +3,13 @@
 //! transactions in which several repository calls share one connection.
 //!
 //! PostgreSQL runs on `AsyncPgConnection` (tokio-postgres, no libpq);
-//! SQLite runs on diesel-async's `SyncConnectionWrapper`, which moves each
-//! statement to tokio's blocking pool.
+//! SQLite runs on diesel-async's `SyncConnectionWrapper`, with each call run
+//! in place on the calling thread (see [`sqlite_calls`]).
 
 mod database;
 mod repositories;
 mod session;
+mod sqlite_calls;
 
 pub use database::{AsyncDatabase, AsyncTransaction, PoolStatus};
 pub use repositories::{CommentRepository, PostRepository, UserRepository};
@@ -20,10 +21,14 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 
 use crate::RepoError;
 
+/// An async SQLite connection: the sync one, its calls run by [`sqlite_calls::SqliteCallRunner`].
+pub(crate) type AsyncSqliteConnection =
+    SyncConnectionWrapper<SqliteConnection, sqlite_calls::SqliteCallRunner>;
+
 /// An async connection to one backend, borrowed for one repository call.
 pub(crate) enum AsyncConn<'c> {
     Postgres(&'c mut AsyncPgConnection),
-    Sqlite(&'c mut SyncConnectionWrapper<SqliteConnection>),
+    Sqlite(&'c mut AsyncSqliteConnection),
 }
 
 /// Something a repository can borrow an [`AsyncConn`] from.
