@@ -253,6 +253,8 @@ mod pool_impl {
             .connection_timeout(config.checkout_timeout)
             .idle_timeout(config.idle_timeout)
             .max_lifetime(config.max_lifetime)
+            // The most recently used connection first, as with deadpool.
+            .queue_strategy(bb8::QueueStrategy::Lifo)
             .error_sink(Box::new(last_error.clone()))
             .build_unchecked(manager);
         let pool = BackendPool { pool, last_error };
