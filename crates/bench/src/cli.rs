@@ -38,8 +38,8 @@ pub struct Args {
         default_value = "B1,B2,B3,B4,B5,B6,B7"
     )]
     pub steps: Vec<Step>,
-    /// Runs of each read step (B2-B6); the best is reported, with every run.
-    /// Load steps (B1, B7) run once, into fresh tables. [default: 3]
+    /// Runs of each step B1-B6; the best is reported, with every run. Each
+    /// B1 run loads fresh tables; B7, a reference, runs once. [default: 3]
     #[arg(long = "repeat", value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat_arg: Option<u32>,
     /// Also run keel's B2 and B4 with the N+1 guard on (every unit of work

@@ -429,8 +429,10 @@ pub struct Report {
 pub fn method_notes() -> Vec<String> {
     [
         "ratio = keel best seconds / hand-written best seconds (lower is better; 1.00 is parity).",
-        "Read steps (B2-B6) run --repeat times, keel and baseline alternating; the best run counts. \
-         Load steps (B1, B7) run once, each into freshly dropped and re-migrated tables.",
+        "Steps B1-B6 run --repeat times, keel and baseline alternating; the best run counts. \
+         Each B1 run loads freshly dropped and re-migrated tables (SQLite: VACUUMed, WAL \
+         truncated), as does B7, which runs once. WORKLOAD.md loads once; one load here varies \
+         by up to 40%, so B1 repeats too.",
         "Statements: keel = db.statements() (transaction control not counted); baseline = its own \
          count of query/execute/COPY calls (prepares not counted; each prepared once per connection \
          on first use, as diesel's statement cache does).",

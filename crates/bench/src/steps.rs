@@ -103,7 +103,7 @@ impl Step {
         }
     }
 
-    /// Load steps run once into fresh tables; read steps run `--repeat` times.
+    /// Load steps: each run loads fresh tables.
     pub fn is_load(self) -> bool {
         matches!(self, Self::B1 | Self::B7)
     }

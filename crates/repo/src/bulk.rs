@@ -32,14 +32,34 @@ pub(crate) trait BulkInsert {
     fn bulk_load_comments(&mut self, rows: &[NewComment]) -> QueryResult<usize>;
 }
 
+/// Runs `$run` on one multi-row INSERT per chunk of `$chunk` rows (a
+/// constant). Full chunks go as arrays (`&[Row; N]`): diesel gives those a
+/// static query id, so their statement is prepared once and then taken from
+/// the connection's statement cache. A slice's INSERT is prepared afresh
+/// every time, and on SQLite preparing a statement of 32,766 placeholders
+/// costs about as much as running it. Only the last, shorter chunk goes as
+/// a slice.
+macro_rules! for_each_chunk {
+    ($rows:ident, $table:path, $chunk:expr, |$stmt:ident| $run:expr) => {{
+        let (full, rest) = $rows.as_chunks::<{ $chunk }>();
+        for chunk in full {
+            let $stmt = diesel::insert_into($table).values(chunk);
+            $run;
+        }
+        if !rest.is_empty() {
+            let $stmt = diesel::insert_into($table).values(rest);
+            $run;
+        }
+    }};
+}
+
 /// The chunk loop without `RETURNING`: rows in, a count out.
 macro_rules! load_chunks {
     ($rows:ident, $table:path, $binds_per_row:expr, $max_binds:expr, |$stmt:ident| $run:expr) => {{
         let mut loaded = 0;
-        for chunk in $rows.chunks($max_binds / $binds_per_row) {
-            let $stmt = diesel::insert_into($table).values(chunk);
-            loaded += $run?;
-        }
+        for_each_chunk!($rows, $table, $max_binds / $binds_per_row, |$stmt| {
+            loaded += $run?
+        });
         Ok(loaded)
     }};
 }
@@ -74,12 +94,10 @@ fn postgres_write_transaction<T>(
 macro_rules! insert_chunks {
     ($conn:ident, $rows:ident, $table:path, $model:ty, $binds_per_row:expr, $max_binds:expr, |$stmt:ident| $run:expr) => {{
         let mut inserted: Vec<$model> = Vec::with_capacity($rows.len());
-        for chunk in $rows.chunks($max_binds / $binds_per_row) {
-            let $stmt = diesel::insert_into($table)
-                .values(chunk)
-                .returning(<$model>::as_returning());
-            inserted.extend($run?);
-        }
+        for_each_chunk!($rows, $table, $max_binds / $binds_per_row, |insert| {
+            let $stmt = insert.returning(<$model>::as_returning());
+            inserted.extend($run?)
+        });
         Ok(inserted)
     }};
 }
