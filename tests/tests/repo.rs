@@ -763,3 +763,141 @@ mod warm_up {
         db.warm_up(100).await.expect("bounded by the pool size");
     }
 }
+
+/// Loads on PostgreSQL go in with one `COPY` per table however many rows, in
+/// async mode too: on the pool through the blocking lane, and in
+/// `run_blocking`. Inside an async transaction they share its connection,
+/// so they are multi-row INSERTs, one per chunk of 65,535 binds.
+mod copy_loads {
+    use super::*;
+    use keel_repo::asynchronous::AsyncDatabase;
+
+    /// One more user than one 5-column INSERT can carry on PostgreSQL.
+    const ROWS: usize = 65_535 / 5 + 1;
+
+    fn users(range: std::ops::RangeInclusive<usize>) -> Vec<NewUser> {
+        range.map(new_user).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_insert_many_on_postgres_is_one_copy_on_the_pool_and_chunks_in_a_transaction() {
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        let db = AsyncDatabase::connect(&config(&fixture))
+            .await
+            .expect("pool");
+
+        let before = db.statements().count();
+        assert_eq!(
+            db.users()
+                .insert_many(&users(1..=ROWS))
+                .await
+                .expect("load"),
+            ROWS
+        );
+        assert_eq!(db.statements().count() - before, 1, "one COPY");
+
+        let more = users(ROWS + 1..=2 * ROWS);
+        let before = db.statements().count();
+        let loaded = db
+            .transaction(async |tx| tx.users().insert_many(&more).await)
+            .await
+            .expect("load in a transaction");
+        assert_eq!(loaded, ROWS);
+        assert_eq!(db.statements().count() - before, 2, "two multi-row INSERTs");
+
+        let sizes = db.users().table_sizes().await.expect("sizes");
+        assert_eq!(sizes.users.rows, 2 * ROWS as i64);
+        // A failed COPY leaves nothing: the duplicate is the last row.
+        let mut again = users(2 * ROWS + 1..=2 * ROWS + 100);
+        again.push(new_user(1));
+        assert!(matches!(
+            db.users().insert_many(&again).await,
+            Err(RepoError::Conflict { .. })
+        ));
+        assert_eq!(
+            db.users().table_sizes().await.expect("sizes").users.rows,
+            2 * ROWS as i64
+        );
+    }
+
+    /// A two-table load in one sync transaction on a blocking thread: all of
+    /// it or none of it, counted on the async pool's counter.
+    async fn run_blocking_loads_tables_in_one_transaction(db: &AsyncDatabase, copies: bool) {
+        // Fresh tables: the users get ids 1..=500.
+        let posts: Vec<NewPost> = (1..=500).map(|n| new_post(n, "p")).collect();
+        let first_users = users(1..=500);
+        let before = db.statements().count();
+        let loaded = db
+            .run_blocking(move |db| {
+                db.transaction(|tx| {
+                    Ok::<_, RepoError>(
+                        tx.users().insert_many(&first_users)? + tx.posts().insert_many(&posts)?,
+                    )
+                })
+            })
+            .await
+            .expect("load");
+        assert_eq!(loaded, 1000);
+        if copies {
+            assert_eq!(db.statements().count() - before, 2, "one COPY per table");
+        }
+
+        let (more_users, orphan_posts) = (
+            users(501..=600),
+            vec![new_post(1, "fine"), new_post(99_999, "orphan")],
+        );
+        let failed = db
+            .run_blocking(move |db| {
+                db.transaction(|tx| {
+                    tx.users().insert_many(&more_users)?;
+                    tx.posts().insert_many(&orphan_posts)
+                })
+            })
+            .await;
+        assert!(
+            matches!(failed, Err(RepoError::RelatedMissing { .. })),
+            "{failed:?}"
+        );
+        let sizes = db.users().table_sizes().await.expect("sizes");
+        assert_eq!(
+            (sizes.users.rows, sizes.posts.rows),
+            (500, 500),
+            "the failed load left nothing"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_blocking_on_postgres() {
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        let db = AsyncDatabase::connect(&config(&fixture))
+            .await
+            .expect("pool");
+        run_blocking_loads_tables_in_one_transaction(&db, true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_blocking_on_sqlite() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let db = AsyncDatabase::connect(&config(&fixture))
+            .await
+            .expect("pool");
+        run_blocking_loads_tables_in_one_transaction(&db, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_blocking_refuses_an_in_memory_sqlite_database() {
+        let url = keel_repo::DatabaseUrl::parse(":memory:").expect("url");
+        let db = AsyncDatabase::connect(&DatabaseConfig::new(url))
+            .await
+            .expect("pool");
+        let result = db.run_blocking(|db| db.users().page(None, 1)).await;
+        assert!(
+            matches!(&result, Err(RepoError::Connection(m)) if m.contains("in-memory")),
+            "{result:?}"
+        );
+    }
+}

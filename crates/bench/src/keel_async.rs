@@ -144,22 +144,31 @@ async fn warm_up(db: &Arc<AsyncDatabase>, postgres: bool) -> anyhow::Result<()> 
 }
 
 impl Contender for KeelAsync {
-    /// As in sync mode: `insert_many` per table in one `db.transaction`
-    /// (`COPY` is sync-only in keel-repo: async PostgreSQL sends multi-row
-    /// `INSERT`s; async SQLite runs each call in one blocking hop).
+    /// keel's async load path: `db.run_blocking` hands the same sync
+    /// transaction as in sync mode (`insert_many` per table, one commit) to
+    /// a blocking thread, where PostgreSQL loads each table with `COPY`.
+    /// The rows are moved in, as an owner of them would; they are copied
+    /// before the clock starts.
     fn load(&mut self, rows: &LoadRows) -> anyhow::Result<Run<()>> {
         let before = self.statements();
         let db = &self.db;
+        let (users, posts, comments) = (
+            rows.users.clone(),
+            rows.posts.clone(),
+            rows.comments.clone(),
+        );
         let (elapsed, users_done, posts_done) = self.runtime.block_on(async {
             let start = Instant::now();
             let (users_done, posts_done) = db
-                .transaction(async |tx| {
-                    tx.users().insert_many(&rows.users).await?;
-                    let users_done = start.elapsed();
-                    tx.posts().insert_many(&rows.posts).await?;
-                    let posts_done = start.elapsed();
-                    tx.comments().insert_many(&rows.comments).await?;
-                    Ok::<_, RepoError>((users_done, posts_done))
+                .run_blocking(move |db| {
+                    db.transaction(|tx| {
+                        tx.users().insert_many(&users)?;
+                        let users_done = start.elapsed();
+                        tx.posts().insert_many(&posts)?;
+                        let posts_done = start.elapsed();
+                        tx.comments().insert_many(&comments)?;
+                        Ok::<_, RepoError>((users_done, posts_done))
+                    })
                 })
                 .await?;
             Ok::<_, RepoError>((start.elapsed(), users_done, posts_done))

@@ -180,7 +180,7 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn is_in_memory(path: &str) -> bool {
+pub(crate) fn is_in_memory(path: &str) -> bool {
     path == ":memory:" || path.contains("mode=memory")
 }
 

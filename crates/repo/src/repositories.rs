@@ -3,6 +3,8 @@
 //! `call!`, and shapes the result. `sync::repositories` and
 //! `asynchronous::repositories` define `call!` for their mode (a plain call,
 //! or an awaited one) and expand this list into their repository types.
+//! `load_with_copy!` is async mode's detour for loads: where the executor
+//! has a blocking lane, the same method runs there in sync mode.
 
 /// Hands the method list to `$callback`.
 macro_rules! with_repository_list {
@@ -40,14 +42,18 @@ macro_rules! with_repository_list {
             }
 
             /// Loads many users without reading them back (no ids, no
-            /// `RETURNING`): `COPY` on sync PostgreSQL, multi-row `INSERT`s
-            /// elsewhere, one transaction for the call. The fast path for
-            /// bulk loads; returns how many rows went in.
+            /// `RETURNING`), in one transaction; returns how many rows went
+            /// in. The fast path for bulk loads. On PostgreSQL it is one
+            /// `COPY … FROM STDIN`: in sync mode, and in async mode on the
+            /// pool, which runs it on a blocking thread (needs the `sync`
+            /// feature). In an async transaction, and on SQLite, it sends
+            /// multi-row `INSERT`s.
             pub fn insert_many(&self, users: &[NewUser]) -> usize {
                 users.iter().try_for_each(validate::new_user)?;
                 if users.is_empty() {
                     return Ok(0);
                 }
+                load_with_copy!(self, users, users);
                 call!(self, |c| c.bulk_load_users(users))
             }
 
@@ -169,6 +175,7 @@ macro_rules! with_repository_list {
                 if posts.is_empty() {
                     return Ok(0);
                 }
+                load_with_copy!(self, posts, posts);
                 call_write!(self, "author_id", |c| c.bulk_load_posts(posts))
             }
 
@@ -261,6 +268,7 @@ macro_rules! with_repository_list {
                 if comments.is_empty() {
                     return Ok(0);
                 }
+                load_with_copy!(self, comments, comments);
                 call_write!(self, "post_id or author_id", |c| c.bulk_load_comments(comments))
             }
 

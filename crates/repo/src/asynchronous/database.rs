@@ -291,6 +291,8 @@ pub struct AsyncDatabase {
     statements: StatementCounter,
     config: DatabaseConfig,
     checkouts: std::sync::atomic::AtomicU64,
+    #[cfg(feature = "sync")]
+    blocking_lane: Arc<super::blocking_lane::BlockingLane>,
 }
 
 /// What the pool holds now, for metrics.
@@ -414,6 +416,8 @@ impl AsyncDatabase {
         };
         Ok(Self {
             pool,
+            #[cfg(feature = "sync")]
+            blocking_lane: super::blocking_lane::BlockingLane::new(config, statements.clone()),
             statements,
             config: config.clone(),
             checkouts: std::sync::atomic::AtomicU64::new(0),
@@ -443,9 +447,43 @@ impl AsyncDatabase {
         .map_err(|e| RepoError::Connection(self.config.url.redact(&e.to_string())))
     }
 
-    /// Counts the statements run on this pool's connections.
+    /// Counts the statements run on this pool's connections (those of
+    /// [`AsyncDatabase::run_blocking`] included).
     pub fn statements(&self) -> &StatementCounter {
         &self.statements
+    }
+
+    /// Runs sync keel-repo code on tokio's blocking pool, with a sync
+    /// [`crate::sync::Database`] on the same database, and returns what it
+    /// returns. Its pool (at most 2 connections, on top of this pool's) opens
+    /// on first use. This is for work that is fastest on a sync connection:
+    /// a load of several tables in one transaction, each with `COPY` on
+    /// PostgreSQL, is
+    ///
+    /// ```no_run
+    /// # async fn load(db: &keel_repo::asynchronous::AsyncDatabase, users: Vec<keel_models::NewUser>, posts: Vec<keel_models::NewPost>) -> Result<(), keel_repo::RepoError> {
+    /// db.run_blocking(move |db| {
+    ///     db.transaction(|tx| {
+    ///         tx.users().insert_many(&users)?;
+    ///         tx.posts().insert_many(&posts)
+    ///     })
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The calls count in [`AsyncDatabase::statements`] and in the caller's
+    /// `QueryScope`. A panic in `f` is resumed in the caller. On an in-memory
+    /// SQLite database it fails with `RepoError::Connection`: a second
+    /// connection would open a second, empty database.
+    #[cfg(feature = "sync")]
+    pub async fn run_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&crate::sync::Database) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<RepoError> + Send + 'static,
+    {
+        self.blocking_lane.run(f).await
     }
 
     /// Users.
@@ -642,6 +680,12 @@ impl AsyncExecutor for AsyncDatabase {
 
     async fn checkout(&self) -> Result<PooledConn, RepoError> {
         AsyncDatabase::checkout(self).await
+    }
+
+    #[cfg(feature = "sync")]
+    #[allow(private_interfaces)]
+    fn copy_lane(&self) -> Option<&Arc<super::blocking_lane::BlockingLane>> {
+        matches!(self.pool, Pools::Postgres(_)).then_some(&self.blocking_lane)
     }
 }
 

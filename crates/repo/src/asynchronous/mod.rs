@@ -6,6 +6,8 @@
 //! SQLite runs on diesel-async's `SyncConnectionWrapper`, with each call run
 //! in place on the calling thread (see [`sqlite_calls`]).
 
+#[cfg(feature = "sync")]
+mod blocking_lane;
 mod database;
 mod repositories;
 mod session;
@@ -48,6 +50,15 @@ pub trait AsyncExecutor: Sync + private::Sealed {
     #[doc(hidden)]
     #[allow(private_interfaces)]
     fn checkout(&self) -> impl Future<Output = Result<Self::Guard<'_>, RepoError>> + Send;
+
+    /// Where `insert_many` loads with `COPY` (the pool on PostgreSQL); `None`
+    /// where it must share the executor's connection (a transaction).
+    #[doc(hidden)]
+    #[cfg(feature = "sync")]
+    #[allow(private_interfaces)]
+    fn copy_lane(&self) -> Option<&std::sync::Arc<blocking_lane::BlockingLane>> {
+        None
+    }
 }
 
 mod private {

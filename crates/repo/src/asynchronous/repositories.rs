@@ -31,6 +31,20 @@ macro_rules! call_write {
     }};
 }
 
+/// On the pool, a load runs as the sync repository's, on the blocking lane
+/// (`COPY` on PostgreSQL). `$rows` are copied for the blocking thread.
+macro_rules! load_with_copy {
+    ($self:ident, $rows:ident, $repository:ident) => {
+        #[cfg(feature = "sync")]
+        if let Some(lane) = $self.executor.copy_lane() {
+            let rows = $rows.to_vec();
+            return lane
+                .run(move |db| db.$repository().insert_many(&rows))
+                .await;
+        }
+    };
+}
+
 /// `call!` for a paging call: repeats are intended, never an N+1.
 macro_rules! call_paging {
     ($self:ident, |$c:ident| $call:expr) => {

@@ -162,7 +162,15 @@ enum Isolation {
 impl Database {
     /// Opens a pool as `config` says and checks that one connection works.
     pub fn connect(config: &DatabaseConfig) -> Result<Self, RepoError> {
-        let statements = StatementCounter::new();
+        Self::connect_counting(config, StatementCounter::new())
+    }
+
+    /// [`Database::connect`], counting statements on `statements` (shared
+    /// with an async pool whose blocking lane this is).
+    pub(crate) fn connect_counting(
+        config: &DatabaseConfig,
+        statements: StatementCounter,
+    ) -> Result<Self, RepoError> {
         let setup = ConnectionSetup {
             statements: statements.clone(),
             sqlite_sql: config.sqlite_setup_sql(),

@@ -28,6 +28,11 @@ macro_rules! call_write {
     };
 }
 
+/// Sync mode loads on its own connection: `COPY` is already there.
+macro_rules! load_with_copy {
+    ($self:ident, $rows:ident, $repository:ident) => {};
+}
+
 /// `call!` for a paging call: repeats are intended, never an N+1.
 macro_rules! call_paging {
     ($self:ident, |$c:ident| $call:expr) => {
