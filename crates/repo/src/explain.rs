@@ -132,10 +132,10 @@ fn postgres_full_scans(lines: &[String]) -> Vec<String> {
                 sequential: false,
                 bounded: false,
             });
-        } else if text.starts_with("Index Cond:") || text.starts_with("Recheck Cond:") {
-            if let Some(node) = current.as_mut() {
-                node.bounded = true;
-            }
+        } else if (text.starts_with("Index Cond:") || text.starts_with("Recheck Cond:"))
+            && let Some(node) = current.as_mut()
+        {
+            node.bounded = true;
         }
     }
     finish(current, &mut full);
