@@ -69,6 +69,13 @@ pub(crate) fn run(
 /// Loads `workload` into `db`, continuing after whatever whole chunks an
 /// earlier run committed.
 pub(crate) async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), SeedError> {
+    // First, before counting: on PostgreSQL this locks the tables, so it
+    // waits for any transaction still writing them. A run killed just after
+    // sending COMMIT leaves the server committing its last chunk. Counting
+    // first would miss that chunk, and this run would load it again. Then the
+    // id sequences follow on from the rows committed (a killed run's
+    // rolled-back chunk consumed sequence values).
+    db.users().restart_id_sequences().await?;
     let sizes = db.users().table_sizes().await?;
     let users_done = done("users", sizes.users, workload.user_count())?;
     let posts_done = done("posts", sizes.posts, workload.post_count())?;
@@ -80,9 +87,6 @@ pub(crate) async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), 
         tracing::info!(rows = total, "already seeded: nothing to do");
         return Ok(());
     }
-    // A killed run's rolled-back chunk consumed PostgreSQL sequence values:
-    // the ids of this run must follow on from the rows that were committed.
-    db.users().restart_id_sequences().await?;
     let progress = Progress::new(total, already);
     let started = Instant::now();
 

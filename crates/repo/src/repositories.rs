@@ -128,7 +128,10 @@ macro_rules! with_repository_list {
 
             /// Moves every table's id sequence past its highest id, so the
             /// next insert gets `MAX(id) + 1`: for loads that must resume
-            /// with ids following on. 1 statement on PostgreSQL, none on SQLite.
+            /// with ids following on. On PostgreSQL it first locks the tables
+            /// (`SHARE ROW EXCLUSIVE`), so it waits for transactions still
+            /// writing them, a dead client's last commit included; counts read
+            /// after it are settled. 2 statements on PostgreSQL, none on SQLite.
             pub fn restart_id_sequences(&self) -> () {
                 call!(self, |c| c.restart_id_sequences())
             }
