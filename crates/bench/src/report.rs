@@ -293,25 +293,26 @@ fn ratio_target(ratio: f64, ceiling: f64) -> (String, String, bool) {
 fn miss_reason(step: Step, backend: Backend, mode: Mode, keel: &Side) -> String {
     match (step, backend, mode) {
         (Step::B1, Backend::Postgres, _) if keel.statements > 3 => format!(
-            "keel's insert_many sent {} statements (multi-row INSERTs, one per chunk of 65535 \
-             binds: keel-repo's COPY path is sync-only, diesel-async has none) against 3 binary \
-             COPYs. Closing it: COPY in async mode too (tokio-postgres's copy_in under \
-             diesel-async, or diesel's copy_from on a blocking task).",
+            "keel sent {} statements: multi-row INSERTs, one per chunk of 65535 binds, against \
+             3 binary COPYs. keel-repo loads with COPY on a sync connection: sync mode, async \
+             insert_many on the pool, and AsyncDatabase::run_blocking. An async transaction's \
+             connection has no COPY (diesel-async has none). Closing it: load through \
+             run_blocking, as this bench does.",
             keel.statements
         ),
         (Step::B1, Backend::Postgres, _) => format!(
             "keel loads through COPY like the baseline ({} statements), so what is left is \
              outside the statements: how each row is encoded for COPY (diesel's copy_from goes \
-             through the Insertable impls). A single B1 run is also the noisiest figure here; \
-             rerun it (--steps B1) before reading much into it.",
+             through the Insertable impls). Loads are the noisiest figures here (disk writes); \
+             rerun with --steps B1 --repeat 5 before reading much into one.",
             keel.statements
         ),
         (Step::B1, Backend::Sqlite, _) => format!(
-            "keel's insert_many sends the same multi-row INSERTs ({} statements) but (perf) \
-             prepares each chunk's statement afresh, as diesel does not cache multi-row inserts: \
-             about a sixth of keel's load is in diesel's Statement::prepare, where the baseline \
-             prepares once; the rest is spread over diesel's bind path. Closing it: reuse the \
-             full-chunk statement (every chunk but the last has the same shape).",
+            "keel sends the same multi-row INSERTs ({} statements), and each full chunk's \
+             statement is prepared once and then cached, as the baseline does. perf puts keel's \
+             CPU for the load within about 5% of the baseline's (diesel's bind path). The rest \
+             is disk writes, which vary by up to 40% between loads. Rerun with --steps B1 \
+             --repeat 5 before reading much into one run.",
             keel.statements
         ),
         (Step::B6, _, _) if keel.statements > 10_000 => format!(
@@ -319,50 +320,32 @@ fn miss_reason(step: Step, backend: Backend, mode: Mode, keel: &Side) -> String 
              check?). Closing it: no test query on checkout.",
             keel.statements
         ),
-        (Step::B4, Backend::Sqlite, Mode::Sync) => "keel's lookup ends in .first(), i.e. a bound \
-            LIMIT ?, and SQLite (3.53) re-prepares a statement whose LIMIT is a bound parameter \
-            every time it is bound: perf shows about 45% of the step in sqlite3Reprepare and its \
-            parser. The hand-written query has no LIMIT. Closing it (keel-repo): look unique keys \
-            up without LIMIT (get_result), or with a literal LIMIT 1."
+        (Step::B4 | Step::B5, Backend::Sqlite, _) => format!(
+            "same statements, each prepared once. In {} mode (perf) keel's lookup costs about \
+             0.8 us more than the hand-written one: diesel's row decoding (build_from_row), its \
+             statement-cache key (a SipHash per statement), keel's input validation. Both sides \
+             spend about 40% of the step in SQLite's WAL read lock (two fcntl calls per \
+             autocommit statement). In async mode each call runs in place (block_in_place), so \
+             no thread hop is left. Also, SQLite's short read steps move between runs: within \
+             one full run the hand-written side has run B5 twice as fast in async mode as in \
+             sync mode, with the same code. Closing the rest: several lookups in one read \
+             transaction (one WAL lock), or a cheaper statement-cache key in diesel.",
+            mode.name()
+        ),
+        (Step::B2, Backend::Sqlite, _) => "the same 3 statements, but keel prepares the two \
+            IN-list statements (1000 and 10000 placeholders) afresh on every call. diesel's \
+            statement cache skips queries whose placeholder count varies: about 5% of the step \
+            (perf, sync mode). Reading timestamps now costs both sides the same. Closing it: \
+            bind an id list as one value (IN (SELECT value FROM json_each(?)) or carray), so the \
+            statements can be cached."
             .into(),
-        (Step::B4 | Step::B5, Backend::Sqlite, Mode::Async) => format!(
-            "each repository call is one hop to tokio's blocking pool (spawn_blocking, then \
-             futex wake-ups both ways: tens of microseconds on this 2-core machine) against a \
-             baseline that calls SQLite on its own thread in a few microseconds{}. Closing it: \
-             no per-call hop can reach 1.5x against lookups this short; a unit of work would \
-             have to run several repository calls in one hop (an API that lends the blocking \
-             connection to a closure){}.",
-            if step == Step::B4 {
-                "; B4 also pays sync mode's LIMIT ? re-prepare"
-            } else {
-                ""
-            },
-            if step == Step::B4 {
-                ", plus the LIMIT fix"
-            } else {
-                ""
-            }
-        ),
-        (Step::B2, Backend::Sqlite, _) => format!(
-            "the same 3 statements, but (perf, sync mode) two costs the baseline does not pay: \
-             diesel reads SQLite's text timestamps through chrono's format parser (created_at of \
-             all 31,000 rows; about twice rusqlite's cost per value), and it prepares the two \
-             IN-list statements (1000 and 10000 placeholders) afresh on every call, as its \
-             statement cache skips queries whose placeholder count varies{}. Closing it: a \
-             fixed-format timestamp reader in keel-models, and id lists bound as one value \
-             (IN (SELECT value FROM json_each(?)) or carray) so the statements are cacheable.",
-            if mode == Mode::Async {
-                "; async mode adds its one blocking-pool hop"
-            } else {
-                ""
-            }
-        ),
         (Step::B4 | Step::B5 | Step::B6, Backend::Postgres, Mode::Async) => "keel's async \
             PostgreSQL path (diesel-async over tokio-postgres, a deadpool checkout per call) \
             spends its extra time in scheduling, not in PostgreSQL: perf shows it in \
             diesel-async's drive_connection / drive_future and tokio's park/unpark, i.e. more \
-            wake-ups per statement than the tokio-postgres baseline. Not yet pinned to one cause; \
-            next: count wake-ups per lookup with and without the pool checkout."
+            wake-ups per statement than the tokio-postgres baseline. B6 moves between 1.05 and \
+            1.31 across runs on this machine. Not yet pinned to one cause; next: count wake-ups \
+            per lookup with and without the pool checkout."
             .into(),
         (Step::B4 | Step::B5 | Step::B6, _, _) => "per-call overhead in keel-repo over one \
             prepared statement: pool checkout per call, building the query and its statement \
@@ -437,8 +420,10 @@ pub fn method_notes() -> Vec<String> {
          count of query/execute/COPY calls (prepares not counted; each prepared once per connection \
          on first use, as diesel's statement cache does).",
         "B1 keel: users().insert_many, posts().insert_many, comments().insert_many inside one \
-         db.transaction, one commit as in WORKLOAD.md; insert_many is keel's load path (no \
-         RETURNING): COPY on sync PostgreSQL, multi-row INSERTs on async PostgreSQL and SQLite.",
+         db.transaction, one commit as in WORKLOAD.md; in async mode that sync transaction runs \
+         on a blocking thread through db.run_blocking. insert_many is keel's load path (no \
+         RETURNING): COPY on PostgreSQL, multi-row INSERTs on SQLite (each full chunk's \
+         statement prepared once).",
         "B1 baseline: PostgreSQL = COPY ... FROM STDIN (FORMAT BINARY), one per table, in one \
          transaction; SQLite = one multi-row INSERT per chunk of 32766 binds, prepared and cached, in \
          one BEGIN IMMEDIATE transaction. B7 is that COPY again, as the bulk-insert ceiling (no keel side).",
