@@ -149,13 +149,23 @@ where
 {
     let rows: Vec<(i32, i32, i32, String)> = ExplainSqlite(query).load(conn)?;
     let lines: Vec<String> = rows.into_iter().map(|(_, _, _, detail)| detail).collect();
-    let full_scans = lines
+    Ok(Plan {
+        full_scans: sqlite_full_scans(&lines),
+        lines,
+    })
+}
+
+/// The tables an `EXPLAIN QUERY PLAN` reads in full. A virtual table
+/// (`SCAN json_each VIRTUAL TABLE …`, the bound id list of an eager load) is
+/// the query's own input, not a table an index could serve.
+fn sqlite_full_scans(lines: &[String]) -> Vec<String> {
+    lines
         .iter()
         .filter_map(|line| line.strip_prefix("SCAN "))
+        .filter(|rest| !rest.contains(" VIRTUAL TABLE"))
         .filter_map(|rest| rest.split_whitespace().next())
         .map(str::to_owned)
-        .collect();
-    Ok(Plan { lines, full_scans })
+        .collect()
 }
 
 /// A repository query `keel explain` knows by name.
@@ -210,15 +220,16 @@ pub const NAMED_QUERIES: &[NamedQuery] = &[
 
 /// Explains the named query with sample arguments; `None` for an unknown name.
 macro_rules! explain_named {
-    ($fn_name:ident, $conn:ty, $explain:ident) => {
+    ($fn_name:ident, $conn:ty, $explain:ident, $backend:path) => {
         /// Explains the named query (see [`NAMED_QUERIES`]) with sample
         /// arguments; `Ok(None)` when no query has that name.
         pub fn $fn_name(conn: &mut $conn, name: &str) -> QueryResult<Option<Plan>> {
+            use $backend as backend;
             let plan = match name {
                 "user_by_email" => $explain(conn, queries::user_by_email("user1@example.com")),
                 "active_users" => $explain(conn, queries::active_users(1000)),
-                "posts_of_authors" => $explain(conn, queries::posts_of_authors(vec![1, 2, 3])),
-                "comments_of_posts" => $explain(conn, queries::comments_of_posts(vec![1, 2, 3])),
+                "posts_of_authors" => $explain(conn, backend::posts_of_authors(vec![1, 2, 3])),
+                "comments_of_posts" => $explain(conn, backend::comments_of_posts(vec![1, 2, 3])),
                 "posts_by_author_email" => {
                     $explain(conn, queries::posts_by_author_email("user1@example.com"))
                 }
@@ -231,8 +242,18 @@ macro_rules! explain_named {
     };
 }
 
-explain_named!(explain_named_postgres, PgConnection, explain_postgres);
-explain_named!(explain_named_sqlite, SqliteConnection, explain_sqlite);
+explain_named!(
+    explain_named_postgres,
+    PgConnection,
+    explain_postgres,
+    queries::postgres
+);
+explain_named!(
+    explain_named_sqlite,
+    SqliteConnection,
+    explain_sqlite,
+    queries::sqlite
+);
 
 #[cfg(test)]
 mod tests {
@@ -240,6 +261,16 @@ mod tests {
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn sqlite_scans_of_tables_are_full_but_not_of_a_bound_list() {
+        let eager = lines(
+            "SEARCH posts USING INDEX ix_posts_author_id (author_id=?)\nLIST SUBQUERY 1\nSCAN json_each VIRTUAL TABLE INDEX 1:\nUSE TEMP B-TREE FOR ORDER BY",
+        );
+        assert!(sqlite_full_scans(&eager).is_empty());
+        let scan = lines("SCAN users\nUSE TEMP B-TREE FOR ORDER BY");
+        assert_eq!(sqlite_full_scans(&scan), ["users"]);
     }
 
     #[test]

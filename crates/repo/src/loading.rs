@@ -44,15 +44,14 @@ pub struct PostWithAuthorAndComments {
     pub comments: Vec<Comment>,
 }
 
-/// The ids of `rows` as the next level's `IN` lists, at most `chunk` ids
-/// each: one list unless the backend's bind limit forces more. No rows, no
-/// list (and so no statement).
-pub(crate) fn id_chunks<'a, T: 'a>(rows: &'a [T], chunk: usize) -> Vec<Vec<i32>>
+/// The ids of `rows` as the next level's id list: one list, bound as one
+/// value on either backend (`= ANY($1)`, `IN (SELECT value FROM
+/// json_each(?))`). No rows, no list (and so no statement).
+pub(crate) fn id_list<'a, T: 'a>(rows: &'a [T]) -> Option<Vec<i32>>
 where
     &'a T: Identifiable<Id = &'a i32>,
 {
-    let ids: Vec<i32> = rows.iter().map(|row| *row.id()).collect();
-    ids.chunks(chunk.max(1)).map(<[i32]>::to_vec).collect()
+    (!rows.is_empty()).then(|| rows.iter().map(|row| *row.id()).collect())
 }
 
 pub(crate) fn users_with_posts(users: Vec<User>, posts: Vec<Post>) -> Vec<UserWithPosts> {

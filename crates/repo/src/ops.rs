@@ -34,9 +34,6 @@ use crate::scope::ScopeContext;
 /// limit; PostgreSQL allows 65,535).
 pub(crate) const SQLITE_MAX_BINDS: usize = 32_766;
 pub(crate) const POSTGRES_MAX_BINDS: usize = 65_535;
-/// Parent ids one SQLite `IN (?, …)` list may carry. PostgreSQL binds an id
-/// list as one array (`= ANY($1)`), so there it is never chunked.
-const SQLITE_ID_LIST_CHUNK: usize = SQLITE_MAX_BINDS;
 
 /// The operations, in one list: each `with_op_list!(m!(args))` hands the
 /// whole list to `m`, which declares or implements it.
@@ -86,7 +83,7 @@ macro_rules! with_op_list {
         let Some(user) = db!(queries::user_by_id(id).get_result(self)).optional()? else {
             return Ok(None);
         };
-        let posts = db!(queries::posts_of_authors(vec![user.id]).load(self))?;
+        let posts = db!(backend::posts_of_authors(vec![user.id]).load(self))?;
         Ok(loading::users_with_posts(vec![user], posts).pop())
     }
 
@@ -94,33 +91,33 @@ macro_rules! with_op_list {
         let Some(user) = db!(queries::user_by_id(id).get_result(self)).optional()? else {
             return Ok(None);
         };
-        let posts: Vec<Post> = db!(queries::posts_of_authors(vec![user.id]).load(self))?;
-        let mut comments = Vec::new();
-        for ids in loading::id_chunks(&posts, ID_LIST_CHUNK) {
-            comments.extend(db!(queries::comments_of_posts(ids).load(self))?);
-        }
+        let posts: Vec<Post> = db!(backend::posts_of_authors(vec![user.id]).load(self))?;
+        let comments = match loading::id_list(&posts) {
+            Some(ids) => db!(backend::comments_of_posts(ids).load(self))?,
+            None => Vec::new(),
+        };
         Ok(loading::users_with_posts_and_comments(vec![user], posts, comments).pop())
     }
 
     fn users_with_posts(&mut self, limit: i64) -> Vec<UserWithPosts> {
         let users: Vec<User> = db!(queries::active_users(limit).load(self))?;
-        let mut posts = Vec::new();
-        for ids in loading::id_chunks(&users, ID_LIST_CHUNK) {
-            posts.extend(db!(queries::posts_of_authors(ids).load(self))?);
-        }
+        let posts = match loading::id_list(&users) {
+            Some(ids) => db!(backend::posts_of_authors(ids).load(self))?,
+            None => Vec::new(),
+        };
         Ok(loading::users_with_posts(users, posts))
     }
 
     fn users_with_posts_and_comments(&mut self, limit: i64) -> Vec<UserWithPostsAndComments> {
         let users: Vec<User> = db!(queries::active_users(limit).load(self))?;
-        let mut posts = Vec::new();
-        for ids in loading::id_chunks(&users, ID_LIST_CHUNK) {
-            posts.extend(db!(queries::posts_of_authors(ids).load(self))?);
-        }
-        let mut comments = Vec::new();
-        for ids in loading::id_chunks(&posts, ID_LIST_CHUNK) {
-            comments.extend(db!(queries::comments_of_posts(ids).load(self))?);
-        }
+        let posts = match loading::id_list(&users) {
+            Some(ids) => db!(backend::posts_of_authors(ids).load(self))?,
+            None => Vec::new(),
+        };
+        let comments = match loading::id_list(&posts) {
+            Some(ids) => db!(backend::comments_of_posts(ids).load(self))?,
+            None => Vec::new(),
+        };
         Ok(loading::users_with_posts_and_comments(users, posts, comments))
     }
 
@@ -166,7 +163,7 @@ macro_rules! with_op_list {
         let Some((post, author)) = db!(queries::post_with_author(id).get_result(self)).optional()? else {
             return Ok(None);
         };
-        let comments = db!(queries::comments_of_posts(vec![post.id]).load(self))?;
+        let comments = db!(backend::comments_of_posts(vec![post.id]).load(self))?;
         Ok(Some(PostWithAuthorAndComments { post, author, comments }))
     }
 
@@ -237,32 +234,28 @@ macro_rules! declare_ops {
     };
 }
 
-/// Implements the trait for one connection type; `$id_chunk` is how many
-/// parent ids one `IN` list may carry on its backend.
+/// Implements the trait for one connection type, whose backend's queries
+/// are in `$backend`.
 macro_rules! impl_ops {
-    ((sync $trait:ident for $conn:ty, $id_chunk:expr, $backend:path)
+    ((sync $trait:ident for $conn:ty, $backend:path)
      $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
         impl $trait for $conn {
             $(
                 fn $name(&mut $this $(, $arg: $arg_ty)*) -> QueryResult<$ret> {
                     #[allow(unused_imports)]
                     use $backend as backend;
-                    #[allow(dead_code)]
-                    const ID_LIST_CHUNK: usize = $id_chunk;
                     $body
                 }
             )*
         }
     };
-    ((async $trait:ident for $conn:ty, $id_chunk:expr, $backend:path)
+    ((async $trait:ident for $conn:ty, $backend:path)
      $( fn $name:ident(&mut $this:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty $body:block )*) => {
         impl $trait for $conn {
             $(
                 async fn $name(&mut $this $(, $arg: $arg_ty)*) -> QueryResult<$ret> {
                     #[allow(unused_imports)]
                     use $backend as backend;
-                    #[allow(dead_code)]
-                    const ID_LIST_CHUNK: usize = $id_chunk;
                     $body
                 }
             )*
@@ -298,13 +291,9 @@ mod blocking {
         }};
     }
 
-    with_op_list!(
-        impl_ops!(sync BlockingOps for SqliteConnection, SQLITE_ID_LIST_CHUNK, queries::sqlite)
-    );
+    with_op_list!(impl_ops!(sync BlockingOps for SqliteConnection, queries::sqlite));
     #[cfg(feature = "sync")]
-    with_op_list!(
-        impl_ops!(sync BlockingOps for diesel::pg::PgConnection, usize::MAX, queries::postgres)
-    );
+    with_op_list!(impl_ops!(sync BlockingOps for diesel::pg::PgConnection, queries::postgres));
 }
 
 #[cfg(feature = "async")]
@@ -441,7 +430,5 @@ mod nonblocking {
         };
     }
 
-    with_op_list!(
-        impl_ops!(async AsyncOps for diesel_async::AsyncPgConnection, usize::MAX, queries::postgres)
-    );
+    with_op_list!(impl_ops!(async AsyncOps for diesel_async::AsyncPgConnection, queries::postgres));
 }

@@ -211,6 +211,8 @@ type AsSelectComment<DB> = AsSelect<Comment, DB>;
 pub(crate) mod postgres {
     use super::*;
 
+    pub(crate) use super::{comments_of_posts, posts_of_authors};
+
     comments_matching!(comments_matching, diesel::pg::Pg);
 
     /// Moves each id sequence past the table's highest id, so the next
@@ -234,8 +236,91 @@ pub(crate) mod postgres {
 /// See [`postgres`].
 pub(crate) mod sqlite {
     use super::*;
+    use diesel::expression::{AppearsOnTable, Expression, ValidGrouping};
+    use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+    use diesel::sqlite::Sqlite;
 
-    comments_matching!(comments_matching, diesel::sqlite::Sqlite);
+    comments_matching!(comments_matching, Sqlite);
+
+    /// [`super::posts_of_authors`], with the ids bound as one JSON array.
+    #[dsl::auto_type]
+    pub(crate) fn posts_of_authors(author_ids: Vec<i32>) -> _ {
+        let select: AsSelect<Post, Sqlite> = Post::as_select();
+        let in_list: InIdList<posts::author_id> = InIdList::new(posts::author_id, &author_ids);
+        posts::table
+            .filter(in_list)
+            .order(posts::id.asc())
+            .select(select)
+    }
+
+    /// [`super::comments_of_posts`], with the ids bound as one JSON array.
+    #[dsl::auto_type]
+    pub(crate) fn comments_of_posts(post_ids: Vec<i32>) -> _ {
+        let select: AsSelect<Comment, Sqlite> = Comment::as_select();
+        let in_list: InIdList<comments::post_id> = InIdList::new(comments::post_id, &post_ids);
+        comments::table
+            .filter(in_list)
+            .order(comments::id.asc())
+            .select(select)
+    }
+
+    /// `column IN (SELECT value FROM json_each(?))`: an id list bound as one
+    /// JSON array. `eq_any`'s `IN (?, ?, …)` has one placeholder per id, so its
+    /// SQL changes with the list's length: diesel prepares it afresh on every
+    /// call (a 10,000-id list is about 5% of an eager load), and a list longer
+    /// than SQLite's bind limit must be split. This statement is the same for
+    /// every list: prepared once, then cached, and never split. PostgreSQL's
+    /// `= ANY($1)` already binds the list as one array.
+    #[derive(Debug, Clone)]
+    pub(crate) struct InIdList<Column> {
+        column: Column,
+        ids: String,
+    }
+
+    impl<Column> InIdList<Column> {
+        pub(crate) fn new(column: Column, ids: &[i32]) -> Self {
+            use std::fmt::Write as _;
+            let mut json = String::with_capacity(ids.len() * 7 + 2);
+            json.push('[');
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(json, "{id}");
+            }
+            json.push(']');
+            Self { column, ids: json }
+        }
+    }
+
+    impl<Column: Expression> Expression for InIdList<Column> {
+        type SqlType = diesel::sql_types::Bool;
+    }
+
+    impl<Column, QS> AppearsOnTable<QS> for InIdList<Column> where Column: AppearsOnTable<QS> {}
+
+    impl<Column, GroupBy> ValidGrouping<GroupBy> for InIdList<Column>
+    where
+        Column: ValidGrouping<GroupBy>,
+    {
+        type IsAggregate = Column::IsAggregate;
+    }
+
+    impl<Column: QueryId> QueryId for InIdList<Column> {
+        type QueryId = InIdList<Column::QueryId>;
+        const HAS_STATIC_QUERY_ID: bool = Column::HAS_STATIC_QUERY_ID;
+    }
+
+    impl<Column: QueryFragment<Sqlite>> QueryFragment<Sqlite> for InIdList<Column> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+            self.column.walk_ast(out.reborrow())?;
+            out.push_sql(" IN (SELECT value FROM json_each(");
+            out.push_bind_param::<diesel::sql_types::Text, _>(&self.ids)?;
+            out.push_sql("))");
+            Ok(())
+        }
+    }
 
     /// Nothing to do: an `INTEGER PRIMARY KEY` takes `MAX(id) + 1` anyway.
     pub(crate) fn restart_id_sequences() -> Vec<diesel::query_builder::SqlQuery> {
