@@ -791,13 +791,13 @@ fn guard_miss_reason(step: Step, guard: &GuardResult) -> String {
     match step {
         Step::B4 => format!(
             "each lookup here is a whole unit of work of one statement ({:.1} us plain), so the \
-             guard's fixed cost per scope and per statement is not amortised: QueryScope::named \
-             reads KEEL_STRICT and KEEL_REPEAT_THRESHOLD from the environment and .strict() \
-             allocates the scope a second time; each statement is formatted with its binds into \
-             a String, its shape copied out of it and copied again as the map key, under a \
-             Mutex. Closing it (in keel-repo): read the environment once, build a strict scope \
-             in one allocation, and key shapes on the SQL text alone (no binds formatted, no \
-             second copy when the shape is already in the map).",
+             guard's fixed cost per scope and per statement is not amortised: a scope is a \
+             shared record (name, lock, shape map) made current for the call, and each \
+             statement is formatted with its binds into a String (diesel renders the query's \
+             SQL a second time to do it), its shape copied into the map when first seen and its \
+             text kept in the scope's log. Closing it (in keel-repo): render a statement's SQL \
+             once for both diesel and the guard (diesel's instrumentation hands out only a \
+             Display of the query), and format binds only for a failure message.",
             guard.plain_seconds * 1e6 / guard.scopes.scopes.max(1) as f64
         ),
         _ => "the step's few statements carry long bind lists (the IN lists of 1000 and 10000 \

@@ -21,8 +21,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::RepoError;
 
@@ -49,7 +49,27 @@ struct ScopeState {
     strict: bool,
     repeat_threshold: u32,
     statements: AtomicU64,
+    /// Set once `record.repeated` is: the check after every repository call
+    /// reads this flag instead of taking the lock.
+    flagged: AtomicBool,
     record: Mutex<Record>,
+}
+
+/// `KEEL_STRICT` and `KEEL_REPEAT_THRESHOLD`, read at the first scope of the
+/// process. A service opens a scope per request; reading the environment
+/// each time (a process-wide lock and two allocations) was a good part of
+/// the guard's cost on a one-statement request.
+fn settings_from_env() -> (bool, u32) {
+    static SETTINGS: OnceLock<(bool, u32)> = OnceLock::new();
+    *SETTINGS.get_or_init(|| {
+        let strict =
+            std::env::var("KEEL_STRICT").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        let repeat_threshold = std::env::var("KEEL_REPEAT_THRESHOLD")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(10);
+        (strict, repeat_threshold)
+    })
 }
 
 #[derive(Default)]
@@ -88,19 +108,15 @@ impl Default for QueryScope {
 
 impl QueryScope {
     /// A new, empty scope named `scope`; strict when `KEEL_STRICT=1`, with
-    /// the threshold from `KEEL_REPEAT_THRESHOLD` (default 10).
+    /// the threshold from `KEEL_REPEAT_THRESHOLD` (default 10). Both are read
+    /// once per process, at the first scope.
     pub fn new() -> Self {
         Self::named("scope")
     }
 
     /// A new scope with a name for warnings (e.g. `GET /users/{id}`).
     pub fn named(name: impl Into<String>) -> Self {
-        let strict =
-            std::env::var("KEEL_STRICT").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-        let repeat_threshold = std::env::var("KEEL_REPEAT_THRESHOLD")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(10);
+        let (strict, repeat_threshold) = settings_from_env();
         Self::build(name.into(), strict, repeat_threshold)
     }
 
@@ -111,6 +127,7 @@ impl QueryScope {
                 strict,
                 repeat_threshold,
                 statements: AtomicU64::new(0),
+                flagged: AtomicBool::new(false),
                 record: Mutex::new(Record::default()),
             }),
         }
@@ -262,6 +279,7 @@ impl QueryScope {
                 record
                     .repeated
                     .get_or_insert(RepeatedStatement { statement, count });
+                self.state.flagged.store(true, Ordering::Release);
             }
         }
         if record.log.len() < LOG_CAPACITY {
@@ -271,7 +289,7 @@ impl QueryScope {
 
     /// In strict mode, the repeated statement as an error.
     pub(crate) fn check(&self) -> Result<(), RepoError> {
-        if !self.state.strict {
+        if !self.state.strict || !self.state.flagged.load(Ordering::Acquire) {
             return Ok(());
         }
         match self.repeated() {
