@@ -13,7 +13,7 @@ fn new_user(n: usize) -> NewUser {
         full_name: format!("First{n} Last{n}"),
         first_name: Some(format!("First{n}")),
         last_name: Some(format!("Last{}", n % 7)),
-        is_active: n % 10 != 0,
+        is_active: !n.is_multiple_of(10),
     }
 }
 

@@ -509,10 +509,10 @@ impl ScratchPgDatabase<'_> {
 
 impl Drop for ScratchPgDatabase<'_> {
     fn drop(&mut self) {
-        if !self.dropped {
-            if let Err(e) = self.drop_now() {
-                eprintln!("warning: {e}");
-            }
+        if !self.dropped
+            && let Err(e) = self.drop_now()
+        {
+            eprintln!("warning: {e}");
         }
     }
 }
@@ -551,10 +551,10 @@ impl Drop for TempFile {
 }
 
 fn remove_if_present(path: &Path) {
-    if let Err(e) = fs::remove_file(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            eprintln!("warning: cannot remove {}: {e}", path.display());
-        }
+    if let Err(e) = fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        eprintln!("warning: cannot remove {}: {e}", path.display());
     }
 }
 
@@ -738,14 +738,14 @@ fn parse_joinable(line: &str, line_no: usize) -> Result<String> {
 /// same type), recursively inside generic types such as `Array<...>`.
 fn canonical_type(sql_type: &str) -> String {
     let sql_type = sql_type.trim();
-    if let Some((head, rest)) = sql_type.split_once('<') {
-        if let Some(inner) = rest.strip_suffix('>') {
-            return format!(
-                "{}<{}>",
-                canonical_type_name(head.trim()),
-                canonical_type(inner)
-            );
-        }
+    if let Some((head, rest)) = sql_type.split_once('<')
+        && let Some(inner) = rest.strip_suffix('>')
+    {
+        return format!(
+            "{}<{}>",
+            canonical_type_name(head.trim()),
+            canonical_type(inner)
+        );
     }
     canonical_type_name(sql_type).to_owned()
 }
