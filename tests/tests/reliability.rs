@@ -681,45 +681,29 @@ mod sqlite_contention {
         assert_eq!(stored, (WRITERS * ROUNDS) as usize);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn async_writers_never_see_database_is_locked() {
-        let fixture = SqliteTestDatabase::create();
-        let db = Arc::new(
-            AsyncDatabase::connect(&config(&fixture))
-                .await
-                .expect("pool"),
-        );
-        let local = tokio::task::LocalSet::new();
-        let _guard = local.enter();
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let db = db.clone();
-                tokio::task::spawn_local(async move {
-                    let tag = format!("w{w}-");
-                    let mut errors = Vec::new();
-                    for n in 0..ROUNDS {
-                        let user = new_user(&tag, n);
-                        let result = if n % 2 == 0 {
-                            db.users().create(&user).await
-                        } else {
-                            db.transaction(async |tx| {
-                                tx.users().page(None, 10).await?;
-                                tx.users().create(&user).await
-                            })
-                            .await
-                        };
-                        errors.extend(result.err());
-                    }
-                    errors
+    /// One writer's rounds: every other round reads, then writes, in one
+    /// transaction. Returns the errors it met.
+    async fn async_writer(db: Arc<AsyncDatabase>, w: u32) -> Vec<RepoError> {
+        let tag = format!("w{w}-");
+        let mut errors = Vec::new();
+        for n in 0..ROUNDS {
+            let user = new_user(&tag, n);
+            let result = if n % 2 == 0 {
+                db.users().create(&user).await
+            } else {
+                db.transaction(async |tx| {
+                    tx.users().page(None, 10).await?;
+                    tx.users().create(&user).await
                 })
-            })
-            .collect();
-        let errors: Vec<RepoError> = local
-            .run_until(join_all(writers, Duration::from_secs(20)))
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+                .await
+            };
+            errors.extend(result.err());
+        }
+        errors
+    }
+
+    async fn check_async_writers(db: &AsyncDatabase, errors: Vec<Vec<RepoError>>) {
+        let errors: Vec<RepoError> = errors.into_iter().flatten().collect();
         assert!(errors.is_empty(), "{errors:#?}");
         let stored = db
             .users()
@@ -729,6 +713,49 @@ mod sqlite_contention {
             .items
             .len();
         assert_eq!(stored, (WRITERS * ROUNDS) as usize);
+    }
+
+    /// Writers in spawned tasks: their SQLite calls run in place on the
+    /// runtime's workers (`block_in_place`), so a writer waiting out another's
+    /// lock blocks its thread while the lock holder goes on elsewhere.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_writers_never_see_database_is_locked() {
+        let fixture = SqliteTestDatabase::create();
+        let db = Arc::new(
+            AsyncDatabase::connect(&config(&fixture))
+                .await
+                .expect("pool"),
+        );
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| tokio::spawn(async_writer(db.clone(), w)))
+            .collect();
+        let mut errors = Vec::new();
+        for writer in writers {
+            let finished = tokio::time::timeout(Duration::from_secs(20), writer).await;
+            errors.push(finished.expect("writers finish").expect("writer task"));
+        }
+        check_async_writers(&db, errors).await;
+    }
+
+    /// The same writers in a `LocalSet` on the test's own thread, where
+    /// tokio forbids `block_in_place`: their calls go to the blocking pool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_writers_in_a_local_set_never_see_database_is_locked() {
+        let fixture = SqliteTestDatabase::create();
+        let db = Arc::new(
+            AsyncDatabase::connect(&config(&fixture))
+                .await
+                .expect("pool"),
+        );
+        let local = tokio::task::LocalSet::new();
+        let _guard = local.enter();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| tokio::task::spawn_local(async_writer(db.clone(), w)))
+            .collect();
+        let errors = local
+            .run_until(join_all(writers, Duration::from_secs(20)))
+            .await;
+        check_async_writers(&db, errors).await;
     }
 
     const TINY_BUSY_TIMEOUT: Duration = Duration::from_millis(100);

@@ -717,6 +717,29 @@ mod transactions {
         )
         .await;
     }
+
+    /// `KEEL_SQLITE_CALLS=blocking-pool`: the same promises with every
+    /// SQLite call sent to tokio's blocking pool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_sqlite_with_calls_on_the_blocking_pool() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let mut config = config(&fixture);
+        config.sqlite_calls = keel_repo::SqliteCalls::BlockingPool;
+        async_commit_and_rollback(&AsyncDatabase::connect(&config).await.expect("pool")).await;
+    }
+
+    /// On a current-thread runtime (where `block_in_place` is not allowed)
+    /// async SQLite still works: its calls go to the blocking pool.
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_sqlite_on_a_current_thread_runtime() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        async_commit_and_rollback(
+            &AsyncDatabase::connect(&config(&fixture))
+                .await
+                .expect("pool"),
+        )
+        .await;
+    }
 }
 
 /// `warm_up` opens the pool's connections before the first request needs them.
