@@ -46,7 +46,9 @@ pub enum SqliteCalls {
     /// This is the fast choice: a point lookup costs about what it costs in
     /// sync mode. On a current-thread runtime, and in a `LocalSet` driven by
     /// `block_on`, tokio forbids `block_in_place`, so calls there go to the
-    /// blocking pool.
+    /// blocking pool. keel learns of the `LocalSet` case only from tokio's
+    /// refusal, a panic it catches; built with `panic = "abort"` that panic
+    /// ends the process, so such a program should choose `BlockingPool`.
     ///
     /// One caveat comes from `block_in_place`: while a call runs, the other
     /// futures of the *same task* (`join!`, `select!`) wait for it. If two
