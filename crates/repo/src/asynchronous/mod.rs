@@ -4,7 +4,7 @@
 //!
 //! PostgreSQL runs on `AsyncPgConnection` (tokio-postgres, no libpq);
 //! SQLite runs on diesel-async's `SyncConnectionWrapper`, with each call run
-//! in place on the calling thread (see [`sqlite_calls`]).
+//! in place on the calling thread (see [`crate::SqliteCalls`]).
 
 #[cfg(feature = "sync")]
 mod blocking_lane;
