@@ -49,11 +49,11 @@ macro_rules! with_repository_list {
             /// feature). In an async transaction, and on SQLite, it sends
             /// multi-row `INSERT`s.
             pub fn insert_many(&self, users: &[NewUser]) -> usize {
-                users.iter().try_for_each(validate::new_user)?;
                 if users.is_empty() {
                     return Ok(0);
                 }
-                load_with_copy!(self, users, users);
+                load_with_copy!(self, users, users); // validates there
+                users.iter().try_for_each(validate::new_user)?;
                 call!(self, |c| c.bulk_load_users(users))
             }
 
@@ -174,11 +174,11 @@ macro_rules! with_repository_list {
             /// Loads many posts without reading them back; see
             /// `UserRepository::insert_many`.
             pub fn insert_many(&self, posts: &[NewPost]) -> usize {
-                posts.iter().try_for_each(validate::new_post)?;
                 if posts.is_empty() {
                     return Ok(0);
                 }
-                load_with_copy!(self, posts, posts);
+                load_with_copy!(self, posts, posts); // validates there
+                posts.iter().try_for_each(validate::new_post)?;
                 call_write!(self, "author_id", |c| c.bulk_load_posts(posts))
             }
 
@@ -267,11 +267,11 @@ macro_rules! with_repository_list {
             /// Loads many comments without reading them back; see
             /// `UserRepository::insert_many`.
             pub fn insert_many(&self, comments: &[NewComment]) -> usize {
-                comments.iter().try_for_each(validate::new_comment)?;
                 if comments.is_empty() {
                     return Ok(0);
                 }
-                load_with_copy!(self, comments, comments);
+                load_with_copy!(self, comments, comments); // validates there
+                comments.iter().try_for_each(validate::new_comment)?;
                 call_write!(self, "post_id or author_id", |c| c.bulk_load_comments(comments))
             }
 

@@ -9,6 +9,7 @@
 
 use diesel::ConnectionError;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
@@ -24,9 +25,9 @@ use crate::{
     DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
 };
 
-type SqliteAsync = super::AsyncSqliteConnection;
 use super::sqlite_calls::SqliteCallRunner;
-use diesel::sqlite::SqliteConnection;
+
+type SqliteAsync = super::AsyncSqliteConnection;
 
 #[cfg(not(feature = "bb8"))]
 mod pool_impl {

@@ -32,7 +32,9 @@ macro_rules! call_write {
 }
 
 /// On the pool, a load runs as the sync repository's, on the blocking lane
-/// (`COPY` on PostgreSQL). `$rows` are copied for the blocking thread.
+/// (`COPY` on PostgreSQL), which validates the rows itself: the caller
+/// places this before its own validation, so each row is checked once.
+/// `$rows` are copied for the blocking thread.
 macro_rules! load_with_copy {
     ($self:ident, $rows:ident, $repository:ident) => {
         #[cfg(feature = "sync")]
