@@ -7,9 +7,10 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::steps::{Backend, Mode, Step};
 
-/// Runs WORKLOAD.md's steps through keel-repo and through hand-written SQL
-/// on the plain drivers, verifies every checksum, and reports keel's time
-/// over the hand-written time per step. Exits 1 on any checksum mismatch.
+/// Runs the workload's steps (docs/workload.md) through keel-repo and through
+/// hand-written SQL on the plain drivers, verifies every checksum, and reports
+/// keel's time over the hand-written time per step. Exits 1 on any checksum
+/// mismatch.
 #[derive(Debug, Parser)]
 #[command(name = "keel-bench", version)]
 pub struct Args {

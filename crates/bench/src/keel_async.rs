@@ -79,7 +79,8 @@ impl KeelAsync {
         let db = &self.db;
         let (elapsed, checksum) = self.runtime.block_on(async {
             let start = Instant::now();
-            // WORKLOAD.md's "one session": one connection for the whole step.
+            // One session, as in the workload (docs/workload.md): one connection
+            // for the whole step.
             let session = db.session().await?;
             let users = session.users();
             let mut checksum = LookupChecksum::default();

@@ -61,7 +61,8 @@ impl KeelSync {
     ) -> anyhow::Result<Run<LookupChecksum>> {
         let before = self.statements();
         let start = Instant::now();
-        // WORKLOAD.md's "one session": one connection for the whole step.
+        // One session, as in the workload (docs/workload.md): one connection
+        // for the whole step.
         let session = self.db.session()?;
         let users = session.users();
         let mut checksum = LookupChecksum::default();
@@ -90,7 +91,7 @@ pub fn graph_limit() -> i64 {
 }
 
 impl Contender for KeelSync {
-    /// WORKLOAD.md's one transaction: `insert_many` (keel's load path, no
+    /// The workload's one transaction: `insert_many` (keel's load path, no
     /// `RETURNING`: `COPY` on PostgreSQL, multi-row `INSERT`s on SQLite) for
     /// each table inside one `db.transaction`, one commit at the end.
     fn load(&mut self, rows: &LoadRows) -> anyhow::Result<Run<()>> {

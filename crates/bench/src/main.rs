@@ -1,6 +1,7 @@
-//! keel-bench: WORKLOAD.md's steps B1-B7 through keel-repo (sync and async)
-//! beside a hand-written baseline on the plain drivers, on SQLite and
-//! PostgreSQL, with every checksum verified against the workload's formulas.
+//! keel-bench: the workload's steps B1-B7 (docs/workload.md) through keel-repo
+//! (sync and async) beside a hand-written baseline on the plain drivers, on
+//! SQLite and PostgreSQL, with every checksum verified against the workload's
+//! formulas.
 //!
 //! Exit status: 0 when every checksum matched, 1 on any mismatch, 2 when the
 //! bench could not run (e.g. no PostgreSQL server). Reports: a table on
@@ -241,7 +242,7 @@ impl ModeRun<'_, '_, '_> {
     fn run(&mut self, steps: &[Step]) -> anyhow::Result<()> {
         let reads: Vec<Step> = steps.iter().copied().filter(|s| !s.is_load()).collect();
         if steps.contains(&Step::B1) {
-            // WORKLOAD.md loads once per side. One load on this kind of VM
+            // The workload loads once per side. One load on this kind of VM
             // varies by up to ±40% (disk writes), and the first load of a
             // backend and mode also pays for growing the heap and the files.
             // So loads alternate sides `--repeat` times too, and the best counts.

@@ -81,7 +81,7 @@ pub struct StepResult {
     pub mode: Mode,
     /// The step.
     pub step: Step,
-    /// WORKLOAD.md's name for it.
+    /// The workload's name for it.
     pub title: &'static str,
     /// The checksum every run must produce.
     pub expected: String,
@@ -414,13 +414,13 @@ pub fn method_notes() -> Vec<String> {
         "ratio = keel best seconds / hand-written best seconds (lower is better; 1.00 is parity).",
         "Steps B1-B6 run --repeat times, keel and baseline alternating; the best run counts. \
          Each B1 run loads freshly dropped and re-migrated tables (SQLite: VACUUMed, WAL \
-         truncated), as does B7, which runs once. WORKLOAD.md loads once; one load here varies \
+         truncated), as does B7, which runs once. The workload loads once; one load here varies \
          by up to 40%, so B1 repeats too.",
         "Statements: keel = db.statements() (transaction control not counted); baseline = its own \
          count of query/execute/COPY calls (prepares not counted; each prepared once per connection \
          on first use, as diesel's statement cache does).",
         "B1 keel: users().insert_many, posts().insert_many, comments().insert_many inside one \
-         db.transaction, one commit as in WORKLOAD.md; in async mode that sync transaction runs \
+         db.transaction, one commit as in the workload; in async mode that sync transaction runs \
          on a blocking thread through db.run_blocking. insert_many is keel's load path (no \
          RETURNING): COPY on PostgreSQL, multi-row INSERTs on SQLite (each full chunk's \
          statement prepared once).",
@@ -612,7 +612,7 @@ pub fn markdown(report: &Report, chart_file: &str) -> String {
         "\n![keel / hand-written time ratio per step]({chart_file})\n"
     );
     if report.checksum_failures.is_empty() {
-        out.push_str("Every checksum matched WORKLOAD.md's formulas.\n\n");
+        out.push_str("Every checksum matched the workload's formulas (docs/workload.md).\n\n");
     } else {
         out.push_str("## Checksum mismatches\n\n");
         for failure in &report.checksum_failures {

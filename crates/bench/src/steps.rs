@@ -30,7 +30,7 @@ pub enum Mode {
     Async,
 }
 
-/// One step of WORKLOAD.md.
+/// One step of the workload (docs/workload.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ValueEnum)]
 pub enum Step {
     /// bulk_insert: all users, posts and comments into fresh tables.
@@ -90,7 +90,7 @@ impl Step {
         }
     }
 
-    /// WORKLOAD.md's name for the step.
+    /// The workload's name for the step.
     pub fn title(self) -> &'static str {
         match self {
             Self::B1 => "bulk_insert",

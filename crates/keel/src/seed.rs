@@ -1,6 +1,7 @@
-//! `keel seed`: loads WORKLOAD.md's data (U users, P posts each, C comments
-//! per post) through keel-repo's bulk insert, one transaction per chunk,
-//! with a progress bar (plain log lines when stderr is not a terminal).
+//! `keel seed`: loads the workload's data (docs/workload.md: U users, P posts
+//! each, C comments per post) through keel-repo's bulk insert, one
+//! transaction per chunk, with a progress bar (plain log lines when stderr is
+//! not a terminal).
 //!
 //! Ids follow the insert order, so the load is resumable: a run that was
 //! killed leaves whole chunks only, and the next run continues after the

@@ -1,275 +1,307 @@
-//! Bulk inserts: one multi-row `INSERT … RETURNING` per chunk of rows that
-//! fits the backend's bind-parameter limit, every chunk of one call in one
-//! transaction (all or nothing).
+//! Bulk inserts, generic over the table and the `Insertable` row type: one
+//! multi-row `INSERT` per chunk of rows that fits the bind-parameter limit,
+//! every chunk of one call in one transaction (all or nothing); for loads
+//! on PostgreSQL, one `COPY … FROM STDIN`.
+//!
+//! Full chunks go to diesel as arrays (`&[R; N]`): diesel gives those a
+//! static query id, so their statement is prepared once and then taken from
+//! the connection's statement cache. A slice's `INSERT` is prepared afresh
+//! every time, and on SQLite preparing a statement of 32,766 placeholders
+//! costs about as much as running it. Only the last, shorter chunk goes as a
+//! slice.
 
-use diesel::prelude::*;
+use diesel::dsl::{AsSelect, Returning};
+use diesel::pg::PgConnection;
+use diesel::query_builder::{InsertStatement, Query};
+use diesel::query_dsl::LoadQuery;
+use diesel::query_dsl::methods::ExecuteDsl;
 use diesel::sqlite::SqliteConnection;
-use keel_models::{Comment, NewComment, NewPost, NewUser, Post, User};
-use keel_schema::{comments, posts, users};
+use diesel::{Insertable, QueryResult, Selectable, SelectableHelper, Table};
 
-use crate::ops::{POSTGRES_MAX_BINDS, SQLITE_MAX_BINDS};
+use crate::conn::{AsyncPgConnection, Conn, Isolation};
+use crate::{Executor, RepoError, call};
+
+/// Bind parameters one SQLite statement may carry (the bundled library's
+/// limit; PostgreSQL allows 65,535). Chunks are sized for it on both.
+pub const SQLITE_MAX_BINDS: usize = 32_766;
+
+/// Rows per multi-row `INSERT` for a row type of `columns` columns.
+pub const fn rows_per_statement(columns: usize) -> usize {
+    SQLITE_MAX_BINDS / columns
+}
+
+/// Loads rows on a sync PostgreSQL connection with `COPY … FROM STDIN`: a
+/// table module's one-line function around `diesel::copy_from` (whose row
+/// bounds diesel does not let generic code name).
+pub type CopyIn<R> = fn(&mut PgConnection, &[R]) -> QueryResult<usize>;
+
+/// Executing a statement on tokio-postgres, where this build has it.
 #[cfg(feature = "async")]
-use crate::scope::ScopeContext;
+pub trait AsyncExecute: diesel_async::methods::ExecuteDsl<AsyncPgConnection> {}
+#[cfg(feature = "async")]
+impl<S: diesel_async::methods::ExecuteDsl<AsyncPgConnection>> AsyncExecute for S {}
+/// Without the `async` feature there is nothing to require.
+#[cfg(not(feature = "async"))]
+pub trait AsyncExecute {}
+#[cfg(not(feature = "async"))]
+impl<S> AsyncExecute for S {}
 
-/// Bind parameters per row of each insert struct (its column count).
-const NEW_USER_BINDS: usize = 5;
-const NEW_POST_BINDS: usize = 3;
-const NEW_COMMENT_BINDS: usize = 3;
+/// Loading rows of a statement on tokio-postgres, where this build has it.
+#[cfg(feature = "async")]
+pub trait AsyncLoad<'a, M>: diesel_async::methods::LoadQuery<'a, AsyncPgConnection, M> {}
+#[cfg(feature = "async")]
+impl<'a, M, S: diesel_async::methods::LoadQuery<'a, AsyncPgConnection, M>> AsyncLoad<'a, M> for S {}
+/// Without the `async` feature there is nothing to require.
+#[cfg(not(feature = "async"))]
+pub trait AsyncLoad<'a, M> {}
+#[cfg(not(feature = "async"))]
+impl<M, S> AsyncLoad<'_, M> for S {}
 
-/// Bulk inserts on a sync connection.
-pub(crate) trait BulkInsert {
-    /// Inserts users; returns them as stored, in order.
-    fn insert_users(&mut self, rows: &[NewUser]) -> QueryResult<Vec<User>>;
-    /// Inserts posts; returns them as stored, in order.
-    fn insert_posts(&mut self, rows: &[NewPost]) -> QueryResult<Vec<Post>>;
-    /// Inserts comments; returns them as stored, in order.
-    fn insert_comments(&mut self, rows: &[NewComment]) -> QueryResult<Vec<Comment>>;
-    /// Loads users without reading them back; returns how many.
-    fn bulk_load_users(&mut self, rows: &[NewUser]) -> QueryResult<usize>;
-    /// Loads posts without reading them back; returns how many.
-    fn bulk_load_posts(&mut self, rows: &[NewPost]) -> QueryResult<usize>;
-    /// Loads comments without reading them back; returns how many.
-    fn bulk_load_comments(&mut self, rows: &[NewComment]) -> QueryResult<usize>;
-}
+/// The `INSERT` of one chunk of `R` rows into `T`.
+type InsertOf<'a, T, C> = InsertStatement<T, <&'a C as Insertable<T>>::Values>;
 
-/// Runs `$run` on one multi-row INSERT per chunk of `$chunk` rows (a
-/// constant). Full chunks go as arrays (`&[Row; N]`): diesel gives those a
-/// static query id, so their statement is prepared once and then taken from
-/// the connection's statement cache. A slice's INSERT is prepared afresh
-/// every time, and on SQLite preparing a statement of 32,766 placeholders
-/// costs about as much as running it. Only the last, shorter chunk goes as
-/// a slice.
-macro_rules! for_each_chunk {
-    ($rows:ident, $table:path, $chunk:expr, |$stmt:ident| $run:expr) => {{
-        let (full, rest) = $rows.as_chunks::<{ $chunk }>();
-        for chunk in full {
-            let $stmt = diesel::insert_into($table).values(chunk);
-            $run;
-        }
-        if !rest.is_empty() {
-            let $stmt = diesel::insert_into($table).values(rest);
-            $run;
-        }
-    }};
-}
-
-/// The chunk loop without `RETURNING`: rows in, a count out.
-macro_rules! load_chunks {
-    ($rows:ident, $table:path, $binds_per_row:expr, $max_binds:expr, |$stmt:ident| $run:expr) => {{
-        let mut loaded = 0;
-        for_each_chunk!($rows, $table, $max_binds / $binds_per_row, |$stmt| {
-            loaded += $run?
-        });
-        Ok(loaded)
-    }};
-}
-
-/// SQLite: a write transaction takes the lock when it begins (BEGIN
-/// IMMEDIATE) and waits out the busy timeout there, instead of failing
-/// mid-way when its read lock cannot be upgraded; inside a caller's
-/// transaction it is a savepoint.
-fn sqlite_write_transaction<T>(
-    conn: &mut SqliteConnection,
-    f: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
-) -> QueryResult<T> {
-    use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
-    if depth.is_some() {
-        conn.transaction(f)
-    } else {
-        conn.immediate_transaction(f)
+/// One `INSERT` statement, whichever connection.
+async fn execute<S>(conn: &mut Conn<'_>, statement: S) -> QueryResult<usize>
+where
+    S: ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+{
+    match conn {
+        Conn::Postgres(c) => ExecuteDsl::execute(statement, &mut **c),
+        Conn::Sqlite(c) => ExecuteDsl::execute(statement, &mut **c),
+        Conn::AsyncPostgres(c) => async_execute(c, statement).await,
     }
 }
 
-#[cfg(feature = "sync")]
-fn postgres_write_transaction<T>(
-    conn: &mut diesel::pg::PgConnection,
-    f: impl FnOnce(&mut diesel::pg::PgConnection) -> QueryResult<T>,
-) -> QueryResult<T> {
-    conn.transaction(f)
+#[cfg(feature = "async")]
+async fn async_execute<S: AsyncExecute>(
+    conn: &mut AsyncPgConnection,
+    statement: S,
+) -> QueryResult<usize> {
+    diesel_async::methods::ExecuteDsl::execute(statement, conn).await
 }
 
-/// The chunk loop, for one table; `$run` turns one chunk's statement into
-/// its rows (`.get_results(conn)`, awaited or not).
-macro_rules! insert_chunks {
-    ($conn:ident, $rows:ident, $table:path, $model:ty, $binds_per_row:expr, $max_binds:expr, |$stmt:ident| $run:expr) => {{
-        let mut inserted: Vec<$model> = Vec::with_capacity($rows.len());
-        for_each_chunk!($rows, $table, $max_binds / $binds_per_row, |insert| {
-            let $stmt = insert.returning(<$model>::as_returning());
-            inserted.extend($run?)
-        });
-        Ok(inserted)
-    }};
+#[cfg(not(feature = "async"))]
+async fn async_execute<S>(conn: &mut AsyncPgConnection, _: S) -> QueryResult<usize> {
+    match *conn {}
 }
 
-macro_rules! impl_bulk_insert_sync {
-    ($conn:ty, $max_binds:expr, $transaction:ident, $load:ident) => {
-        impl BulkInsert for $conn {
-            fn bulk_load_users(&mut self, rows: &[NewUser]) -> QueryResult<usize> {
-                $load!(self, rows, users::table, NEW_USER_BINDS)
-            }
+/// Inserts `rows` without reading them back, one statement per chunk of
+/// `N` rows, in the caller's transaction (or none); returns how many went in.
+pub async fn insert_chunks<T, R, const N: usize>(
+    conn: &mut Conn<'_>,
+    table: T,
+    rows: &[R],
+) -> QueryResult<usize>
+where
+    T: Table + Copy,
+    for<'r> &'r [R; N]: Insertable<T>,
+    for<'r> &'r [R]: Insertable<T>,
+    for<'r> InsertOf<'r, T, [R; N]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+    for<'r> InsertOf<'r, T, [R]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+{
+    let (full, rest) = rows.as_chunks::<N>();
+    let mut inserted = 0;
+    for chunk in full {
+        inserted += execute(conn, diesel::insert_into(table).values(chunk)).await?;
+    }
+    if !rest.is_empty() {
+        inserted += execute(conn, diesel::insert_into(table).values(rest)).await?;
+    }
+    Ok(inserted)
+}
 
-            fn bulk_load_posts(&mut self, rows: &[NewPost]) -> QueryResult<usize> {
-                $load!(self, rows, posts::table, NEW_POST_BINDS)
-            }
+/// `INSERT … RETURNING` of one chunk, read back as `M`.
+type ReturningOf<'a, T, C, M, DB> = Returning<InsertOf<'a, T, C>, AsSelect<M, DB>>;
 
-            fn bulk_load_comments(&mut self, rows: &[NewComment]) -> QueryResult<usize> {
-                $load!(self, rows, comments::table, NEW_COMMENT_BINDS)
-            }
+/// Inserts `rows` and reads them back as stored, one statement per chunk of
+/// `N` rows, in the caller's transaction (or none).
+pub async fn insert_chunks_returning<'a, T, R, M, const N: usize>(
+    conn: &mut Conn<'_>,
+    table: T,
+    rows: &'a [R],
+) -> QueryResult<Vec<M>>
+where
+    T: Table + Copy + 'a,
+    M: Selectable<diesel::pg::Pg> + Selectable<diesel::sqlite::Sqlite> + Send + 'a,
+    &'a [R; N]: Insertable<T>,
+    &'a [R]: Insertable<T>,
+    ReturningOf<'a, T, [R; N], M, diesel::pg::Pg>:
+        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
+    ReturningOf<'a, T, [R; N], M, diesel::sqlite::Sqlite>:
+        Query + LoadQuery<'a, SqliteConnection, M>,
+    ReturningOf<'a, T, [R], M, diesel::pg::Pg>:
+        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
+    ReturningOf<'a, T, [R], M, diesel::sqlite::Sqlite>: Query + LoadQuery<'a, SqliteConnection, M>,
+{
+    let (full, rest) = rows.as_chunks::<N>();
+    let mut inserted = Vec::with_capacity(rows.len());
+    for chunk in full {
+        inserted.extend(returning::<T, [R; N], M>(conn, table, chunk).await?);
+    }
+    if !rest.is_empty() {
+        inserted.extend(returning::<T, [R], M>(conn, table, rest).await?);
+    }
+    Ok(inserted)
+}
 
-            fn insert_users(&mut self, rows: &[NewUser]) -> QueryResult<Vec<User>> {
-                $transaction(self, |conn| {
-                    insert_chunks!(
-                        conn,
-                        rows,
-                        users::table,
-                        User,
-                        NEW_USER_BINDS,
-                        $max_binds,
-                        |stmt| { diesel::RunQueryDsl::get_results(stmt, conn) }
-                    )
-                })
-            }
-
-            fn insert_posts(&mut self, rows: &[NewPost]) -> QueryResult<Vec<Post>> {
-                $transaction(self, |conn| {
-                    insert_chunks!(
-                        conn,
-                        rows,
-                        posts::table,
-                        Post,
-                        NEW_POST_BINDS,
-                        $max_binds,
-                        |stmt| { diesel::RunQueryDsl::get_results(stmt, conn) }
-                    )
-                })
-            }
-
-            fn insert_comments(&mut self, rows: &[NewComment]) -> QueryResult<Vec<Comment>> {
-                $transaction(self, |conn| {
-                    insert_chunks!(
-                        conn,
-                        rows,
-                        comments::table,
-                        Comment,
-                        NEW_COMMENT_BINDS,
-                        $max_binds,
-                        |stmt| { diesel::RunQueryDsl::get_results(stmt, conn) }
-                    )
-                })
-            }
+/// One `INSERT … RETURNING`, each backend selecting `M` its own way.
+async fn returning<'a, T, C, M>(conn: &mut Conn<'_>, table: T, chunk: &'a C) -> QueryResult<Vec<M>>
+where
+    T: Table + Copy + 'a,
+    C: ?Sized,
+    M: Selectable<diesel::pg::Pg> + Selectable<diesel::sqlite::Sqlite> + Send + 'a,
+    &'a C: Insertable<T>,
+    ReturningOf<'a, T, C, M, diesel::pg::Pg>:
+        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
+    ReturningOf<'a, T, C, M, diesel::sqlite::Sqlite>: Query + LoadQuery<'a, SqliteConnection, M>,
+{
+    match conn {
+        Conn::Postgres(c) => {
+            let statement = diesel::insert_into(table)
+                .values(chunk)
+                .returning(M::as_returning());
+            diesel::RunQueryDsl::get_results(statement, &mut **c)
         }
-    };
+        Conn::Sqlite(c) => {
+            let statement = diesel::insert_into(table)
+                .values(chunk)
+                .returning(M::as_returning());
+            diesel::RunQueryDsl::get_results(statement, &mut **c)
+        }
+        Conn::AsyncPostgres(c) => async_returning::<T, C, M>(c, table, chunk).await,
+    }
 }
 
-/// SQLite loads: multi-row INSERTs without `RETURNING`, in one write transaction.
-macro_rules! load_sqlite {
-    ($conn:ident, $rows:ident, $table:path, $binds:expr) => {
-        sqlite_write_transaction($conn, |conn| {
-            load_chunks!($rows, $table, $binds, SQLITE_MAX_BINDS, |stmt| {
-                diesel::RunQueryDsl::execute(stmt, conn)
+#[cfg(feature = "async")]
+async fn async_returning<'a, T, C, M>(
+    conn: &mut AsyncPgConnection,
+    table: T,
+    chunk: &'a C,
+) -> QueryResult<Vec<M>>
+where
+    T: Table + Copy + 'a,
+    C: ?Sized,
+    M: Selectable<diesel::pg::Pg> + Send + 'a,
+    &'a C: Insertable<T>,
+    ReturningOf<'a, T, C, M, diesel::pg::Pg>: Query + AsyncLoad<'a, M>,
+{
+    let statement = diesel::insert_into(table)
+        .values(chunk)
+        .returning(M::as_returning());
+    diesel_async::RunQueryDsl::get_results(statement, conn).await
+}
+
+#[cfg(not(feature = "async"))]
+async fn async_returning<T, C: ?Sized, M>(
+    conn: &mut AsyncPgConnection,
+    _: T,
+    _: &C,
+) -> QueryResult<Vec<M>> {
+    match *conn {}
+}
+
+/// `create_many` of a repository: `rows` inserted and read back, all in one
+/// transaction.
+pub async fn create_many<'a, E, T, R, M, const N: usize>(
+    db: &E,
+    table: T,
+    rows: &'a [R],
+) -> Result<Vec<M>, RepoError>
+where
+    E: Executor,
+    T: Table + Copy + Send + Sync + 'a,
+    R: Sync,
+    M: Selectable<diesel::pg::Pg> + Selectable<diesel::sqlite::Sqlite> + Send + 'a,
+    &'a [R; N]: Insertable<T>,
+    &'a [R]: Insertable<T>,
+    ReturningOf<'a, T, [R; N], M, diesel::pg::Pg>:
+        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
+    ReturningOf<'a, T, [R; N], M, diesel::sqlite::Sqlite>:
+        Query + LoadQuery<'a, SqliteConnection, M>,
+    ReturningOf<'a, T, [R], M, diesel::pg::Pg>:
+        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
+    ReturningOf<'a, T, [R], M, diesel::sqlite::Sqlite>: Query + LoadQuery<'a, SqliteConnection, M>,
+{
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    call!(db, |conn| conn
+        .transaction(async |c| insert_chunks_returning::<T, R, M, N>(c, table, rows).await)
+        .await)
+}
+
+/// `insert_many` of a repository: `rows` loaded without reading them back,
+/// all in one transaction. `COPY` on PostgreSQL where the connection is a
+/// sync one, or the executor is an async pool with a blocking lane (the
+/// rows are copied for its thread); multi-row `INSERT`s elsewhere.
+pub async fn insert_many<E, T, R, const N: usize>(
+    db: &E,
+    table: T,
+    rows: &[R],
+    copy_in: CopyIn<R>,
+) -> Result<usize, RepoError>
+where
+    E: Executor,
+    T: Table + Copy + Send + Sync,
+    R: Clone + Send + Sync + 'static,
+    for<'r> &'r [R; N]: Insertable<T>,
+    for<'r> &'r [R]: Insertable<T>,
+    for<'r> InsertOf<'r, T, [R; N]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+    for<'r> InsertOf<'r, T, [R]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+{
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    #[cfg(all(feature = "async", feature = "sync"))]
+    if let Some(lane) = db.blocking_lane() {
+        let rows = rows.to_vec();
+        return lane
+            .run(move |sync_db| {
+                sync_db.with_conn(async |conn| {
+                    conn.transaction(async |c| load_in(c, &rows, copy_in)).await
+                })
             })
-        })
+            .await;
+    }
+    call!(db, |conn| load_rows::<T, R, N>(conn, table, rows, copy_in)
+        .await)
+}
+
+/// `rows` in one transaction: `COPY` on sync PostgreSQL, chunks elsewhere.
+async fn load_rows<T, R, const N: usize>(
+    conn: &mut Conn<'_>,
+    table: T,
+    rows: &[R],
+    copy_in: CopyIn<R>,
+) -> QueryResult<usize>
+where
+    T: Table + Copy,
+    for<'r> &'r [R; N]: Insertable<T>,
+    for<'r> &'r [R]: Insertable<T>,
+    for<'r> InsertOf<'r, T, [R; N]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+    for<'r> InsertOf<'r, T, [R]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+{
+    conn.begin(Isolation::Default).await?;
+    let loaded = match conn {
+        Conn::Postgres(pg) => copy_in(pg, rows),
+        _ => insert_chunks::<T, R, N>(conn, table, rows).await,
     };
+    conn.end(loaded).await
 }
 
-/// PostgreSQL loads: one `COPY … FROM STDIN (FORMAT BINARY)`, the fastest
-/// way in (diesel's `copy_from`).
-#[cfg(feature = "sync")]
-macro_rules! load_postgres_copy {
-    ($conn:ident, $rows:ident, $table:path, $binds:expr) => {
-        diesel::ExecuteCopyFromDsl::execute(diesel::copy_from($table).from_insertable($rows), $conn)
-    };
-}
-
-impl_bulk_insert_sync!(
-    SqliteConnection,
-    SQLITE_MAX_BINDS,
-    sqlite_write_transaction,
-    load_sqlite
-);
-#[cfg(feature = "sync")]
-impl_bulk_insert_sync!(
-    diesel::pg::PgConnection,
-    POSTGRES_MAX_BINDS,
-    postgres_write_transaction,
-    load_postgres_copy
-);
-
-/// Bulk inserts in async mode: awaited chunks in one transaction on
-/// PostgreSQL; on SQLite the sync bulk insert in one blocking hop
-/// (diesel-async cannot batch-insert on SQLite at all).
-#[cfg(feature = "async")]
-macro_rules! impl_bulk_insert_async {
-    ($( fn $name:ident($row:ty) -> $model:ty { $table:path, $binds:expr } )*) => {
-        impl crate::asynchronous::AsyncConn<'_> {
-            $(
-                pub(crate) async fn $name(&mut self, rows: &[$row]) -> QueryResult<Vec<$model>> {
-                    use diesel_async::AsyncConnection;
-                    match self {
-                        Self::Postgres(conn) => {
-                            conn.transaction(async |conn| {
-                                insert_chunks!(conn, rows, $table, $model, $binds, POSTGRES_MAX_BINDS, |stmt| {
-                                    diesel_async::RunQueryDsl::get_results(stmt, conn).await
-                                })
-                            })
-                            .await
-                        }
-                        Self::Sqlite(conn) => {
-                            let rows = rows.to_vec();
-                            let context = ScopeContext::capture();
-                            conn.spawn_blocking(move |conn| context.enter(|| BulkInsert::$name(conn, &rows)))
-                            .await
-                        }
-                    }
-                }
-            )*
-        }
-    };
-}
-
-#[cfg(feature = "async")]
-impl_bulk_insert_async! {
-    fn insert_users(NewUser) -> User { users::table, NEW_USER_BINDS }
-    fn insert_posts(NewPost) -> Post { posts::table, NEW_POST_BINDS }
-    fn insert_comments(NewComment) -> Comment { comments::table, NEW_COMMENT_BINDS }
-}
-
-/// Loads in async mode: on PostgreSQL multi-row INSERTs without
-/// `RETURNING`, awaited in one transaction (diesel-async has no COPY); on
-/// SQLite the sync load in one blocking hop.
-#[cfg(feature = "async")]
-macro_rules! impl_bulk_load_async {
-    ($( fn $name:ident($row:ty) { $table:path, $binds:expr } )*) => {
-        impl crate::asynchronous::AsyncConn<'_> {
-            $(
-                pub(crate) async fn $name(&mut self, rows: &[$row]) -> QueryResult<usize> {
-                    use diesel_async::AsyncConnection;
-                    match self {
-                        Self::Postgres(conn) => {
-                            conn.transaction(async |conn| {
-                                load_chunks!(rows, $table, $binds, POSTGRES_MAX_BINDS, |stmt| {
-                                    diesel_async::RunQueryDsl::execute(stmt, conn).await
-                                })
-                            })
-                            .await
-                        }
-                        Self::Sqlite(conn) => {
-                            let rows = rows.to_vec();
-                            let context = ScopeContext::capture();
-                            conn.spawn_blocking(move |conn| context.enter(|| BulkInsert::$name(conn, &rows)))
-                                .await
-                        }
-                    }
-                }
-            )*
-        }
-    };
-}
-
-#[cfg(feature = "async")]
-impl_bulk_load_async! {
-    fn bulk_load_users(NewUser) { users::table, NEW_USER_BINDS }
-    fn bulk_load_posts(NewPost) { posts::table, NEW_POST_BINDS }
-    fn bulk_load_comments(NewComment) { comments::table, NEW_COMMENT_BINDS }
+/// `COPY` on a sync PostgreSQL connection (what the blocking lane has).
+#[cfg(all(feature = "async", feature = "sync"))]
+fn load_in<R>(conn: &mut Conn<'_>, rows: &[R], copy_in: CopyIn<R>) -> QueryResult<usize> {
+    match conn {
+        Conn::Postgres(pg) => copy_in(pg, rows),
+        _ => Err(diesel::result::Error::QueryBuilderError(
+            "the blocking lane is for PostgreSQL only".into(),
+        )),
+    }
 }

@@ -305,3 +305,30 @@ impl Catalog for SqliteConnection {
         sqlite_tables_without_primary_key(self)
     }
 }
+
+/// The unique index a SQLite error message names by its columns
+/// (`UNIQUE constraint failed: users.email`, or `t.a, t.b` for several):
+/// the index on exactly those columns of that table, from the catalog.
+/// `None` when the message has no such form or no index matches (a primary
+/// key, say).
+pub(crate) fn sqlite_unique_index_for(
+    conn: &mut SqliteConnection,
+    message: &str,
+) -> Option<String> {
+    let qualified = message.strip_prefix("UNIQUE constraint failed: ")?;
+    let mut table = None;
+    let mut columns = Vec::new();
+    for column in qualified.split(", ") {
+        let (t, c) = column.split_once('.')?;
+        if table.get_or_insert(t) != &t {
+            return None;
+        }
+        columns.push(c.to_owned());
+    }
+    let table = table?;
+    sqlite_indexes(conn)
+        .ok()?
+        .into_iter()
+        .find(|index| index.unique && index.table == table && index.columns == columns)
+        .map(|index| index.name)
+}

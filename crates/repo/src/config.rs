@@ -31,35 +31,37 @@ pub struct DatabaseConfig {
     /// How long a SQLite statement waits for another writer's lock
     /// (`KEEL_SQLITE_BUSY_TIMEOUT_MS`, default 5 s).
     pub sqlite_busy_timeout: Duration,
-    /// Where async mode runs SQLite calls (`KEEL_SQLITE_CALLS`: `in-place`,
-    /// the default, or `blocking-pool`). Sync mode always runs them on the
-    /// caller's thread.
-    pub sqlite_calls: SqliteCalls,
+    /// Which async pool (`KEEL_POOL`: `deadpool`, the default, or `bb8`,
+    /// which needs keel-repo's `bb8` feature). Sync mode always uses r2d2.
+    pub pool: PoolKind,
+    /// Whether each statement is logged through `tracing`
+    /// (`KEEL_LOG_STATEMENTS`: `0`, `1`, or `binds` to log bind values too).
+    pub log_statements: StatementLog,
 }
 
-/// Where async mode runs a SQLite call. SQLite is a C library in this
-/// process, so a call is a blocking function call, usually of a few µs.
+/// The async pool implementation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SqliteCalls {
-    /// On the calling thread, inside `tokio::task::block_in_place`. While
-    /// the call runs, tokio moves the worker's other tasks to another thread.
-    /// This is the fast choice: a point lookup costs about what it costs in
-    /// sync mode. On a current-thread runtime, and in a `LocalSet` driven by
-    /// `block_on`, tokio forbids `block_in_place`, so calls there go to the
-    /// blocking pool. keel learns of the `LocalSet` case only from tokio's
-    /// refusal, a panic it catches; built with `panic = "abort"` that panic
-    /// ends the process, so such a program should choose `BlockingPool`.
-    ///
-    /// One caveat comes from `block_in_place`: while a call runs, the other
-    /// futures of the *same task* (`join!`, `select!`) wait for it. If two
-    /// transactions are joined in one task and one waits for the other's
-    /// write lock, it waits out the busy timeout and fails with `Busy`. Run
-    /// such transactions in separate tasks, or choose `BlockingPool`.
+pub enum PoolKind {
+    /// deadpool (always built with the `async` feature).
     #[default]
-    InPlace,
-    /// On tokio's blocking pool, one trip per repository call: about 5-10x
-    /// slower for point lookups, but the caller's task is never blocked.
-    BlockingPool,
+    Deadpool,
+    /// bb8 (built with the `bb8` feature).
+    Bb8,
+}
+
+/// What statement logging shows (the reference ORM's `echo`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatementLog {
+    /// Nothing (the default).
+    #[default]
+    Off,
+    /// Each statement's SQL, its duration and the scope's name, at `INFO`
+    /// on the `keel_repo::statements` target. No bind values.
+    Sql,
+    /// The SQL with its bind values. They may hold secrets (password
+    /// hashes, personal data): only turn this on where the log is as private
+    /// as the database.
+    SqlAndBinds,
 }
 
 /// A configuration variable that is set but unusable.
@@ -91,7 +93,8 @@ impl DatabaseConfig {
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             sqlite_busy_timeout: Duration::from_secs(5),
-            sqlite_calls: SqliteCalls::InPlace,
+            pool: PoolKind::Deadpool,
+            log_statements: StatementLog::Off,
         }
     }
 
@@ -122,15 +125,23 @@ impl DatabaseConfig {
         if let Some(ms) = env_number("KEEL_SQLITE_BUSY_TIMEOUT_MS")? {
             config.sqlite_busy_timeout = Duration::from_millis(ms);
         }
-        if let Some(calls) = env_text("KEEL_SQLITE_CALLS")? {
-            config.sqlite_calls = match calls.as_str() {
-                "in-place" => SqliteCalls::InPlace,
-                "blocking-pool" => SqliteCalls::BlockingPool,
+        if let Some(pool) = env_text("KEEL_POOL")? {
+            config.pool = match pool.as_str() {
+                "deadpool" => PoolKind::Deadpool,
+                "bb8" => PoolKind::Bb8,
+                _ => return Err(invalid("KEEL_POOL", pool, "expected deadpool or bb8")),
+            };
+        }
+        if let Some(log) = env_text("KEEL_LOG_STATEMENTS")? {
+            config.log_statements = match log.as_str() {
+                "" | "0" | "false" | "off" => StatementLog::Off,
+                "1" | "true" | "on" => StatementLog::Sql,
+                "binds" => StatementLog::SqlAndBinds,
                 _ => {
                     return Err(invalid(
-                        "KEEL_SQLITE_CALLS",
-                        calls,
-                        "expected in-place or blocking-pool",
+                        "KEEL_LOG_STATEMENTS",
+                        log,
+                        "expected 0, 1 or binds",
                     ));
                 }
             };

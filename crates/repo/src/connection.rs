@@ -17,6 +17,14 @@ pub enum AnyConnection {
 }
 
 impl AnyConnection {
+    /// The connection as the operations and `explain!` take it.
+    pub fn conn(&mut self) -> crate::Conn<'_> {
+        match self {
+            Self::Postgres(c) => crate::Conn::Postgres(c),
+            Self::Sqlite(c) => crate::Conn::Sqlite(c),
+        }
+    }
+
     /// Opens a connection to the database `config` names.
     pub fn establish(config: &DatabaseConfig) -> Result<Self, RepoError> {
         let failed = |e: ConnectionError| {

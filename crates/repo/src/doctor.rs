@@ -25,53 +25,27 @@ pub struct Finding {
     pub message: String,
 }
 
-/// The columns the compiled schema (`keel-schema`) expects, read from the
-/// SQL diesel generates for each table's `all_columns`.
-pub fn compiled_columns() -> Vec<ColumnInfo> {
-    use diesel::prelude::*;
-    use keel_schema::{comments, posts, users};
-    let selects = [
-        (
-            "users",
-            diesel::debug_query::<diesel::sqlite::Sqlite, _>(
-                &users::table.select(users::all_columns),
-            )
-            .to_string(),
-        ),
-        (
-            "posts",
-            diesel::debug_query::<diesel::sqlite::Sqlite, _>(
-                &posts::table.select(posts::all_columns),
-            )
-            .to_string(),
-        ),
-        (
-            "comments",
-            diesel::debug_query::<diesel::sqlite::Sqlite, _>(
-                &comments::table.select(comments::all_columns),
-            )
-            .to_string(),
-        ),
-    ];
-    let mut columns = Vec::new();
-    for (table, sql) in selects {
-        // `SELECT `users`.`id`, `users`.`email`, … FROM `users``
-        let list = sql.split(" FROM ").next().unwrap_or_default();
-        for qualified in list.trim_start_matches("SELECT ").split(", ") {
-            if let Some(name) = qualified.rsplit('.').next() {
-                columns.push(ColumnInfo {
-                    table: table.to_owned(),
-                    name: name.trim_matches(['`', '"']).to_owned(),
-                });
-            }
-        }
-    }
-    columns.sort();
-    columns
+/// The columns a compiled `SELECT` of every column of `table` names, read
+/// from the SQL diesel generates for it (`table.select(table::all_columns)`).
+pub fn columns_of<Q>(table: &str, select_all: &Q) -> Vec<ColumnInfo>
+where
+    Q: diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite>,
+{
+    let sql = diesel::debug_query::<diesel::sqlite::Sqlite, _>(select_all).to_string();
+    // `SELECT `users`.`id`, `users`.`email`, … FROM `users``
+    let list = sql.split(" FROM ").next().unwrap_or_default();
+    list.trim_start_matches("SELECT ")
+        .split(", ")
+        .filter_map(|qualified| qualified.rsplit('.').next())
+        .map(|name| ColumnInfo {
+            table: table.to_owned(),
+            name: name.trim_matches(['`', '"']).to_owned(),
+        })
+        .collect()
 }
 
 /// Runs every catalog check on `conn`.
-pub fn diagnose(conn: &mut impl Catalog) -> QueryResult<Vec<Finding>> {
+pub fn diagnose(conn: &mut impl Catalog, compiled: &[ColumnInfo]) -> QueryResult<Vec<Finding>> {
     let mut findings = Vec::new();
     let indexes = conn.indexes()?;
     for key in conn.foreign_keys()? {
@@ -110,7 +84,7 @@ pub fn diagnose(conn: &mut impl Catalog) -> QueryResult<Vec<Finding>> {
         });
     }
     let live: BTreeSet<ColumnInfo> = conn.columns()?.into_iter().collect();
-    let compiled: BTreeSet<ColumnInfo> = compiled_columns().into_iter().collect();
+    let compiled: BTreeSet<ColumnInfo> = compiled.iter().cloned().collect();
     let live_tables: BTreeSet<&str> = live.iter().map(|c| c.table.as_str()).collect();
     let compiled_tables: BTreeSet<&str> = compiled.iter().map(|c| c.table.as_str()).collect();
     for table in compiled_tables.difference(&live_tables) {
@@ -159,7 +133,7 @@ mod tests {
 
     #[test]
     fn compiled_columns_are_read_from_the_schema() {
-        let columns = compiled_columns();
+        let columns = crate::tables::compiled_columns();
         let users: Vec<&str> = columns
             .iter()
             .filter(|c| c.table == "users")

@@ -5,6 +5,13 @@ use std::time::Duration;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
+use crate::catalog;
+use crate::conn::Conn;
+
+/// What a foreign-key violation names when the database does not say which
+/// key failed.
+const UNNAMED_FOREIGN_KEY: &str = "a foreign key";
+
 /// What went wrong in a repository call. Validation errors are raised before
 /// any SQL runs; constraint errors leave the database as it was (the failing
 /// statement, or the whole transaction, is rolled back).
@@ -13,7 +20,7 @@ pub enum RepoError {
     /// No row has this key.
     #[error("{entity} {key} was not found")]
     NotFound {
-        /// `user`, `post` or `comment`.
+        /// What was looked up: `user`, `post`, …
         entity: &'static str,
         /// The key looked up, e.g. `id 42` or `email a@b.c`.
         key: String,
@@ -151,22 +158,23 @@ impl ErrorClass {
     }
 }
 
-/// Unique constraints by name, with what they mean to a person. SQLite names
-/// the columns instead (`users.email`), so both spellings map here.
-const UNIQUE_CONSTRAINTS: &[(&str, &str, &str)] = &[(
-    "ix_users_email",
-    "users.email",
-    "a user with this email already exists",
-)];
-
 fn conflict_message(constraint: &str) -> String {
-    UNIQUE_CONSTRAINTS
-        .iter()
-        .find(|(name, _, _)| *name == constraint)
-        .map_or_else(
-            || format!("a row with this value already exists (constraint {constraint})"),
-            |(_, _, message)| (*message).to_owned(),
-        )
+    format!("a row with this value already exists (unique constraint {constraint})")
+}
+
+/// A diesel error from `conn`, as a [`RepoError`]. SQLite names the columns
+/// of a violated unique constraint (`UNIQUE constraint failed: users.email`),
+/// not the constraint: the index with those columns is read from the
+/// catalog, on the same connection, so `Conflict` names it on both backends.
+pub(crate) fn from_diesel(conn: &mut Conn<'_>, error: DieselError) -> RepoError {
+    if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error
+        && info.constraint_name().is_none()
+        && let Conn::Sqlite(sqlite) = conn
+        && let Some(index) = catalog::sqlite_unique_index_for(sqlite, info.message())
+    {
+        return RepoError::Conflict { constraint: index };
+    }
+    RepoError::from(error)
 }
 
 impl RepoError {
@@ -185,6 +193,21 @@ impl RepoError {
         )
     }
 
+    /// The same error, with a foreign-key violation that names no column
+    /// (SQLite does not say which key failed) naming `fields`: the
+    /// foreign keys of the row that was written.
+    #[must_use]
+    pub fn naming_related(self, fields: &str) -> Self {
+        match self {
+            Self::RelatedMissing { field } if field == UNNAMED_FOREIGN_KEY => {
+                Self::RelatedMissing {
+                    field: fields.to_owned(),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// A validation error.
     pub fn validation(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Validation {
@@ -195,7 +218,7 @@ impl RepoError {
 
     /// Maps a diesel error, naming the foreign-key columns a failed write of
     /// this entity may have violated (SQLite does not say which one did).
-    pub(crate) fn from_write(error: DieselError, foreign_keys: &str) -> Self {
+    fn from_write(error: DieselError, foreign_keys: &str) -> Self {
         match error {
             DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info) => {
                 let field = info
@@ -220,19 +243,19 @@ impl From<DieselError> for RepoError {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 let constraint = match info.constraint_name() {
                     Some(name) => name.to_owned(),
-                    // SQLite: "UNIQUE constraint failed: users.email"
-                    None => {
-                        let columns = info.message().rsplit(": ").next().unwrap_or_default();
-                        UNIQUE_CONSTRAINTS
-                            .iter()
-                            .find(|(_, cols, _)| *cols == columns)
-                            .map_or_else(|| columns.to_owned(), |(name, _, _)| (*name).to_owned())
-                    }
+                    // SQLite, with no connection to ask: "UNIQUE constraint
+                    // failed: users.email" gives the columns.
+                    None => info
+                        .message()
+                        .rsplit(": ")
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
                 };
                 Self::Conflict { constraint }
             }
             DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
-                Self::from_write(error, "a foreign key")
+                Self::from_write(error, UNNAMED_FOREIGN_KEY)
             }
             DieselError::NotFound => Self::NotFound {
                 entity: "row",

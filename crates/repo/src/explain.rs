@@ -14,7 +14,7 @@ use diesel::sql_types::{Integer, Text};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Connection, QueryResult, RunQueryDsl};
 
-use crate::queries;
+use crate::conn::Conn;
 
 /// A query's plan, line by line, and the tables it reads in full.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -168,92 +168,37 @@ fn sqlite_full_scans(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// A repository query `keel explain` knows by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NamedQuery {
+/// A query a table module shows to `keel explain`, with sample arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct ExplainedQuery {
     /// The name to ask for, e.g. `user_by_email`.
     pub name: &'static str,
     /// What it is.
     pub description: &'static str,
     /// Whether an index must serve it (a full scan is then a finding).
     pub needs_index: bool,
+    /// Explains it on a sync connection (usually `|conn| explain!(conn, query)`).
+    pub explain: fn(&mut Conn<'_>) -> QueryResult<Plan>,
 }
 
-/// Every named query, in the order `keel explain` prints them.
-pub const NAMED_QUERIES: &[NamedQuery] = &[
-    NamedQuery {
-        name: "user_by_email",
-        description: "a user by email (UserRepository::get_by_email)",
-        needs_index: true,
-    },
-    NamedQuery {
-        name: "active_users",
-        description: "eager load level 1: active users by id (users_with_posts*)",
-        needs_index: false,
-    },
-    NamedQuery {
-        name: "posts_of_authors",
-        description: "eager load level 2: posts of many users",
-        needs_index: true,
-    },
-    NamedQuery {
-        name: "comments_of_posts",
-        description: "eager load level 3: comments of many posts",
-        needs_index: true,
-    },
-    NamedQuery {
-        name: "posts_by_author_email",
-        description: "posts joined to users by email (PostRepository::by_author_email)",
-        needs_index: true,
-    },
-    NamedQuery {
-        name: "users_page",
-        description: "keyset page of users (UserRepository::page)",
-        needs_index: true,
-    },
-    NamedQuery {
-        name: "users_by_name",
-        description: "name search on (last_name, first_name) (UserRepository::search_by_name)",
-        needs_index: true,
-    },
-];
-
-/// Explains the named query with sample arguments; `None` for an unknown name.
-macro_rules! explain_named {
-    ($fn_name:ident, $conn:ty, $explain:ident, $backend:path) => {
-        /// Explains the named query (see [`NAMED_QUERIES`]) with sample
-        /// arguments; `Ok(None)` when no query has that name.
-        pub fn $fn_name(conn: &mut $conn, name: &str) -> QueryResult<Option<Plan>> {
-            use $backend as backend;
-            let plan = match name {
-                "user_by_email" => $explain(conn, queries::user_by_email("user1@example.com")),
-                "active_users" => $explain(conn, queries::active_users(1000)),
-                "posts_of_authors" => $explain(conn, backend::posts_of_authors(vec![1, 2, 3])),
-                "comments_of_posts" => $explain(conn, backend::comments_of_posts(vec![1, 2, 3])),
-                "posts_by_author_email" => {
-                    $explain(conn, queries::posts_by_author_email("user1@example.com"))
-                }
-                "users_page" => $explain(conn, queries::users_after(100, 20)),
-                "users_by_name" => $explain(conn, queries::users_by_name("Last1", "First1%")),
-                _ => return Ok(None),
-            };
-            plan.map(Some)
+/// Explains one Diesel query on a sync `&mut Conn` ([`explain_postgres`] or
+/// [`explain_sqlite`], as the connection is): the query is written once and
+/// built for each backend.
+#[macro_export]
+macro_rules! explain {
+    ($conn:expr, $query:expr) => {
+        match $crate::Conn::reborrow($conn) {
+            $crate::Conn::Postgres(c) => $crate::explain::explain_postgres(c, $query),
+            $crate::Conn::Sqlite(c) => $crate::explain::explain_sqlite(c, $query),
+            $crate::Conn::AsyncPostgres(_) => {
+                Err($crate::__private::diesel::result::Error::QueryBuilderError(
+                    "explain runs on a sync connection".into(),
+                ))
+            }
         }
     };
 }
-
-explain_named!(
-    explain_named_postgres,
-    PgConnection,
-    explain_postgres,
-    queries::postgres
-);
-explain_named!(
-    explain_named_sqlite,
-    SqliteConnection,
-    explain_sqlite,
-    queries::sqlite
-);
+pub use crate::explain;
 
 #[cfg(test)]
 mod tests {

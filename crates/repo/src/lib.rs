@@ -22,6 +22,7 @@
 //! ```
 //! # #[cfg(feature = "sync")] fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use keel_models::NewUser;
+//! use keel_repo::prelude::*;
 //! use keel_repo::{DatabaseConfig, DatabaseUrl, sync::Database};
 //!
 //! # let dir = tempfile::tempdir()?;
@@ -48,7 +49,8 @@
 //! ```
 //! # #[cfg(feature = "async")] fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use keel_models::{NewPost, NewUser};
-//! use keel_repo::{DatabaseConfig, DatabaseUrl, RepoError, asynchronous::AsyncDatabase};
+//! use keel_repo::prelude::*;
+//! use keel_repo::{DatabaseConfig, DatabaseUrl, asynchronous::AsyncDatabase};
 //!
 //! # let dir = tempfile::tempdir()?;
 //! # let path = dir.path().join("doc.db").display().to_string();
@@ -77,35 +79,55 @@
 // With neither mode on, only the shared pieces compile, and nothing uses them.
 #![cfg_attr(not(any(feature = "sync", feature = "async")), allow(dead_code))]
 
+// The core: names no table.
 #[cfg(feature = "async")]
 pub mod asynchronous;
-mod bulk;
+pub mod bulk;
 pub mod catalog;
 mod config;
+mod conn;
 mod connection;
 pub mod doctor;
 mod error;
+pub mod executor;
 pub mod explain;
 mod instrumentation;
 pub mod loading;
-mod ops;
-pub mod queries;
-#[cfg(any(feature = "sync", feature = "async"))]
-mod repositories;
-mod requests;
+pub mod maintenance;
+pub mod page;
 mod retry;
 pub mod scope;
 #[cfg(feature = "sync")]
 pub mod sync;
-mod validate;
+pub mod validate;
 
-pub use config::{ConfigError, DatabaseConfig, DatabaseUrl, SqliteCalls};
+// keel's own tables, on the core.
+pub mod tables;
+
+pub use config::{ConfigError, DatabaseConfig, DatabaseUrl, PoolKind, StatementLog};
+pub use conn::{AsyncPgConnection, Backend, Conn, Isolation};
 pub use connection::AnyConnection;
 pub use error::RepoError;
+pub use executor::{ConnGuard, Executor, Mode, Out};
 pub use instrumentation::StatementCounter;
-pub use loading::{
-    PostWithAuthorAndComments, PostWithComments, UserWithPosts, UserWithPostsAndComments,
-};
-pub use requests::{CommentsQuery, MAX_PAGE_SIZE, Page, TableSize, TableSizes};
+pub use page::{MAX_PAGE_SIZE, Page, TableSize};
 pub use retry::{RetryPolicy, RetryableError};
 pub use scope::{QueryScope, RepeatedStatement};
+pub use tables::comments::{CommentRepository, CommentsExt, CommentsQuery};
+pub use tables::posts::{PostRepository, PostWithAuthorAndComments, PostWithComments, PostsExt};
+pub use tables::users::{UserRepository, UserWithPosts, UserWithPostsAndComments, UsersExt};
+
+/// What a module using keel-repo usually needs: the executors' traits, the
+/// tables' `users()`/`posts()`/`comments()`, and the macros.
+pub mod prelude {
+    pub use crate::{CommentsExt, Conn, Executor, Out, PostsExt, RepoError, UsersExt, call, run};
+}
+
+/// The crates `run!` and `call!` expand to, so a service needs no
+/// diesel-async dependency of its own for them.
+#[doc(hidden)]
+pub mod __private {
+    pub use diesel;
+    #[cfg(feature = "async")]
+    pub use diesel_async;
+}

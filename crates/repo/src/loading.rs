@@ -1,109 +1,119 @@
-//! Eager loading: the named result types, and how each level's rows are
-//! grouped under their parents (`grouped_by`). Queries live in `queries`;
-//! this is the pure assembly both executors share.
+//! Eager-loading helpers for table modules: the next level's id list, bound
+//! as one value on either backend, and grouping children under parents.
+//! One statement per level, never one per row.
 
-use diesel::prelude::*;
-use keel_models::{Comment, Post, User};
-use serde::Serialize;
+use std::collections::HashMap;
+use std::hash::Hash;
 
-/// A user with every one of their posts, loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserWithPosts {
-    /// The user.
-    pub user: User,
-    /// Their posts, oldest first.
-    pub posts: Vec<Post>,
+use diesel::QueryResult;
+use diesel::expression::{AppearsOnTable, Expression, ValidGrouping};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{Array, Integer, Text};
+use diesel::sqlite::Sqlite;
+
+/// The keys of `rows` (`key` picks them: an id, or any column a relation
+/// joins on) as the next level's id list; `None` for no rows, so the level
+/// runs no statement.
+pub fn ids<T>(rows: &[T], key: impl Fn(&T) -> i32) -> Option<Vec<i32>> {
+    (!rows.is_empty()).then(|| rows.iter().map(key).collect())
 }
 
-/// A post with every comment on it, loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PostWithComments {
-    /// The post.
-    pub post: Post,
-    /// Its comments, oldest first.
-    pub comments: Vec<Comment>,
-}
-
-/// A user with their posts and each post's comments, loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserWithPostsAndComments {
-    /// The user.
-    pub user: User,
-    /// Their posts, oldest first, each with its comments.
-    pub posts: Vec<PostWithComments>,
-}
-
-/// A post with its author and its comments, loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PostWithAuthorAndComments {
-    /// The post.
-    pub post: Post,
-    /// Who wrote it.
-    pub author: User,
-    /// Its comments, oldest first.
-    pub comments: Vec<Comment>,
-}
-
-/// The ids of `rows` as the next level's id list: one list, bound as one
-/// value on either backend (`= ANY($1)`, `IN (SELECT value FROM
-/// json_each(?))`). No rows, no list (and so no statement).
-pub(crate) fn id_list<'a, T: 'a>(rows: &'a [T]) -> Option<Vec<i32>>
+/// Groups `children` under the key of the parent each belongs to (what
+/// diesel's `grouped_by` does, for any key and for children that already
+/// carry their own children). Children whose parent is not in `parents`
+/// are dropped; each group keeps the children's order.
+pub fn group_by_key<C, P, K>(
+    children: Vec<C>,
+    parents: &[P],
+    child_key: impl Fn(&C) -> K,
+    parent_key: impl Fn(&P) -> K,
+) -> HashMap<K, Vec<C>>
 where
-    &'a T: Identifiable<Id = &'a i32>,
+    K: Eq + Hash,
 {
-    (!rows.is_empty()).then(|| rows.iter().map(|row| *row.id()).collect())
-}
-
-pub(crate) fn users_with_posts(users: Vec<User>, posts: Vec<Post>) -> Vec<UserWithPosts> {
-    let grouped = posts.grouped_by(&users);
-    users
-        .into_iter()
-        .zip(grouped)
-        .map(|(user, posts)| UserWithPosts { user, posts })
-        .collect()
-}
-
-pub(crate) fn posts_with_comments(
-    posts: Vec<Post>,
-    comments: Vec<Comment>,
-) -> Vec<PostWithComments> {
-    let grouped = comments.grouped_by(&posts);
-    posts
-        .into_iter()
-        .zip(grouped)
-        .map(|(post, comments)| PostWithComments { post, comments })
-        .collect()
-}
-
-pub(crate) fn users_with_posts_and_comments(
-    users: Vec<User>,
-    posts: Vec<Post>,
-    comments: Vec<Comment>,
-) -> Vec<UserWithPostsAndComments> {
-    let posts = posts_with_comments(posts, comments);
-    let grouped = posts.grouped_by_author(&users);
-    users
-        .into_iter()
-        .zip(grouped)
-        .map(|(user, posts)| UserWithPostsAndComments { user, posts })
-        .collect()
-}
-
-/// `grouped_by` for posts that already carry their comments.
-trait GroupedByAuthor {
-    fn grouped_by_author(self, users: &[User]) -> Vec<Vec<PostWithComments>>;
-}
-
-impl GroupedByAuthor for Vec<PostWithComments> {
-    fn grouped_by_author(self, users: &[User]) -> Vec<Vec<PostWithComments>> {
-        let position: std::collections::HashMap<i32, usize> =
-            users.iter().enumerate().map(|(i, u)| (u.id, i)).collect();
-        let mut grouped: Vec<Vec<PostWithComments>> = users.iter().map(|_| Vec::new()).collect();
-        for post in self {
-            if let Some(&i) = position.get(&post.post.author_id) {
-                grouped[i].push(post);
-            }
+    let mut groups: HashMap<K, Vec<C>> = parents
+        .iter()
+        .map(|p| (parent_key(p), Vec::new()))
+        .collect();
+    for child in children {
+        if let Some(group) = groups.get_mut(&child_key(&child)) {
+            group.push(child);
         }
-        grouped
+    }
+    groups
+}
+
+/// `column IN (…ids)` bound as one value: `= ANY($1)` with an array on
+/// PostgreSQL, `IN (SELECT value FROM json_each(?))` with a JSON array on
+/// SQLite. `eq_any`'s SQLite form `IN (?, ?, …)` has one placeholder per
+/// id, so its SQL changes with the list's length: diesel prepares it afresh
+/// on every call, and a list longer than SQLite's bind limit must be split.
+/// This statement is the same for every list: prepared once, then cached,
+/// and never split.
+#[derive(Debug, Clone)]
+pub struct InIdList<Column> {
+    column: Column,
+    ids: Vec<i32>,
+    json: String,
+}
+
+impl<Column> InIdList<Column> {
+    /// `column` among `ids`.
+    pub fn new(column: Column, ids: &[i32]) -> Self {
+        use std::fmt::Write as _;
+        let mut json = String::with_capacity(ids.len() * 7 + 2);
+        json.push('[');
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(json, "{id}");
+        }
+        json.push(']');
+        Self {
+            column,
+            ids: ids.to_vec(),
+            json,
+        }
+    }
+}
+
+impl<Column: Expression> Expression for InIdList<Column> {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<Column, QS> AppearsOnTable<QS> for InIdList<Column> where Column: AppearsOnTable<QS> {}
+
+impl<Column, GroupBy> ValidGrouping<GroupBy> for InIdList<Column>
+where
+    Column: ValidGrouping<GroupBy>,
+{
+    type IsAggregate = Column::IsAggregate;
+}
+
+impl<Column: QueryId> QueryId for InIdList<Column> {
+    type QueryId = InIdList<Column::QueryId>;
+    const HAS_STATIC_QUERY_ID: bool = Column::HAS_STATIC_QUERY_ID;
+}
+
+impl<Column: QueryFragment<Pg>> QueryFragment<Pg> for InIdList<Column> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.column.walk_ast(out.reborrow())?;
+        out.push_sql(" = ANY(");
+        out.push_bind_param::<Array<Integer>, _>(&self.ids)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<Column: QueryFragment<Sqlite>> QueryFragment<Sqlite> for InIdList<Column> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        self.column.walk_ast(out.reborrow())?;
+        out.push_sql(" IN (SELECT value FROM json_each(");
+        out.push_bind_param::<Text, _>(&self.json)?;
+        out.push_sql("))");
+        Ok(())
     }
 }

@@ -1,13 +1,12 @@
-//! Input checks that run before any SQL: what the columns can hold, so a bad
+//! Input checks that run before any SQL, for table modules (keel's and a
+//! service's own): what the columns can hold, so a bad
 //! value gets a `Validation` error naming the field, on every backend (SQLite
 //! would store an over-long VARCHAR; PostgreSQL rejects NUL bytes in text).
-
-use keel_models::{NewComment, NewPost, NewUser, PostChangeset, UserChangeset};
 
 use crate::RepoError;
 
 /// Checks a required text column: not blank, at most `max` characters.
-pub(crate) fn required_text(
+pub fn required_text(
     field: &'static str,
     value: &str,
     max: Option<usize>,
@@ -18,12 +17,15 @@ pub(crate) fn required_text(
     optional_text(field, value, max)
 }
 
-/// Checks a text column that may be empty: length and NUL bytes.
-pub(crate) fn optional_text(
+/// Checks a text column that may be empty or absent: length and NUL bytes.
+pub fn optional_text<'v>(
     field: &'static str,
-    value: &str,
+    value: impl Into<Option<&'v str>>,
     max: Option<usize>,
 ) -> Result<(), RepoError> {
+    let Some(value) = value.into() else {
+        return Ok(());
+    };
     if value.contains('\0') {
         return Err(RepoError::validation(field, "must not contain NUL bytes"));
     }
@@ -40,7 +42,7 @@ pub(crate) fn optional_text(
 }
 
 /// An address of the form `local@domain.tld`, no spaces, at most 120 characters.
-pub(crate) fn email(value: &str) -> Result<(), RepoError> {
+pub fn email(value: &str) -> Result<(), RepoError> {
     required_text("email", value, Some(120))?;
     let shaped = value.split_once('@').is_some_and(|(local, domain)| {
         !local.is_empty()
@@ -60,7 +62,7 @@ pub(crate) fn email(value: &str) -> Result<(), RepoError> {
 }
 
 /// A key that names a row: ids start at 1.
-pub(crate) fn id(field: &'static str, value: i32) -> Result<(), RepoError> {
+pub fn id(field: &'static str, value: i32) -> Result<(), RepoError> {
     if value < 1 {
         return Err(RepoError::validation(
             field,
@@ -70,58 +72,8 @@ pub(crate) fn id(field: &'static str, value: i32) -> Result<(), RepoError> {
     Ok(())
 }
 
-pub(crate) fn new_user(user: &NewUser) -> Result<(), RepoError> {
-    email(&user.email)?;
-    required_text("full_name", &user.full_name, Some(100))?;
-    optional_name("first_name", user.first_name.as_deref())?;
-    optional_name("last_name", user.last_name.as_deref())
-}
-
-pub(crate) fn user_changeset(changes: &UserChangeset) -> Result<(), RepoError> {
-    if let Some(value) = &changes.email {
-        email(value)?;
-    }
-    if let Some(value) = &changes.full_name {
-        required_text("full_name", value, Some(100))?;
-    }
-    optional_name(
-        "first_name",
-        changes.first_name.as_ref().and_then(Option::as_deref),
-    )?;
-    optional_name(
-        "last_name",
-        changes.last_name.as_ref().and_then(Option::as_deref),
-    )
-}
-
-fn optional_name(field: &'static str, value: Option<&str>) -> Result<(), RepoError> {
-    value.map_or(Ok(()), |v| optional_text(field, v, Some(50)))
-}
-
-pub(crate) fn new_post(post: &NewPost) -> Result<(), RepoError> {
-    required_text("title", &post.title, Some(200))?;
-    required_text("content", &post.content, None)?;
-    id("author_id", post.author_id)
-}
-
-pub(crate) fn post_changeset(changes: &PostChangeset) -> Result<(), RepoError> {
-    if let Some(title) = &changes.title {
-        required_text("title", title, Some(200))?;
-    }
-    if let Some(content) = &changes.content {
-        required_text("content", content, None)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn new_comment(comment: &NewComment) -> Result<(), RepoError> {
-    required_text("body", &comment.body, None)?;
-    id("post_id", comment.post_id)?;
-    id("author_id", comment.author_id)
-}
-
 /// A page size: 1 to `max`.
-pub(crate) fn limit(value: i64, max: i64) -> Result<(), RepoError> {
+pub fn limit(value: i64, max: i64) -> Result<(), RepoError> {
     if (1..=max).contains(&value) {
         Ok(())
     } else {

@@ -210,7 +210,7 @@ mod tests {
         Workload::new(1_000, 10, 2).expect("valid sizes")
     }
 
-    // WORKLOAD.md, "Expected checksums", column U=10000, P=10, C=2.
+    // docs/workload.md, "Checksums", column U=10000, P=10, C=2.
     #[test]
     fn default_size_matches_workload_md() {
         let workload = Workload::DEFAULT;
@@ -250,7 +250,7 @@ mod tests {
         );
     }
 
-    // WORKLOAD.md, "Expected checksums", column U=1000, P=10, C=2.
+    // docs/workload.md, "Checksums", column U=1000, P=10, C=2.
     #[test]
     fn small_size_matches_workload_md() {
         let workload = small();

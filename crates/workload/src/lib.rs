@@ -1,4 +1,4 @@
-//! keel-workload: the "blog" benchmark workload of `WORKLOAD.md`, as data.
+//! keel-workload: the "blog" benchmark workload of `docs/workload.md`, as data.
 //!
 //! - **Rows.** [`Workload::users`], [`Workload::posts`] and
 //!   [`Workload::comments`] yield the exact rows the formulas give, as
@@ -86,7 +86,8 @@ impl Default for Workload {
 }
 
 impl Workload {
-    /// WORKLOAD.md's defaults: 10,000 users, 10 posts each, 2 comments per post.
+    /// The workload's defaults (docs/workload.md): 10,000 users, 10 posts each,
+    /// 2 comments per post.
     pub const DEFAULT: Self = Self {
         users: 10_000,
         posts_per_user: 10,

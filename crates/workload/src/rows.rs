@@ -1,5 +1,6 @@
-//! The rows of the load, by the formulas of WORKLOAD.md, as keel-models
-//! insert structs: one row by id, all rows in id order, or in chunks.
+//! The rows of the load, by the formulas of the workload (docs/workload.md),
+//! as keel-models insert structs: one row by id, all rows in id order, or in
+//! chunks.
 
 use std::ops::Range;
 

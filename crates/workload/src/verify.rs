@@ -1,5 +1,5 @@
 //! The load check: one SQL statement, the same text on PostgreSQL and SQLite,
-//! that counts the rows breaking WORKLOAD.md's formulas.
+//! that counts the rows breaking the workload's formulas (docs/workload.md).
 
 use std::fmt::Write as _;
 

@@ -19,7 +19,7 @@ use crate::{DatabaseConfig, DatabaseUrl, RepoError, StatementCounter};
 const LANE_POOL_SIZE: u32 = 2;
 
 /// The sync side of an async pool.
-pub(crate) struct BlockingLane {
+pub struct BlockingLane {
     config: DatabaseConfig,
     statements: StatementCounter,
     database: Mutex<Option<Arc<Database>>>,

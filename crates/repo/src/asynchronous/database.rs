@@ -1,289 +1,18 @@
 //! The async connection pool over PostgreSQL or SQLite, and transactions.
-//!
-//! Dead connections: an `AsyncPgConnection` knows when its server went away
-//! (tokio-postgres ends the connection task, `is_closed()`), and diesel-async
-//! counts that as broken. The recycle check below asks exactly that, with no
-//! query: deadpool runs it before handing a pooled connection out, bb8 on
-//! checkout (`test_on_check_out`), so after a server restart idle
-//! connections are replaced instead of failing a call each.
 
-use diesel::ConnectionError;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sqlite::SqliteConnection;
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
-};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection, TransactionManager};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::{
-    AsyncConn, AsyncExecutor, CommentRepository, ConnGuard, PostRepository, UserRepository, private,
-};
-use crate::{
-    DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
-};
-
-use super::sqlite_calls::SqliteCallRunner;
-
-type SqliteAsync = super::AsyncSqliteConnection;
-
-#[cfg(not(feature = "bb8"))]
-mod pool_impl {
-    //! deadpool, the default async pool.
-    use std::time::Duration;
-
-    use super::*;
-    use deadpool::managed::{Hook, HookError, Metrics, QueueMode, TimeoutType};
-    use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
-
-    pub(super) type BackendPool<C> = Pool<C>;
-
-    /// Open connections, idle ones and callers waiting, as deadpool counts them.
-    pub(super) fn status<C>(pool: &Pool<C>) -> (u64, u64, u64)
-    where
-        AsyncDieselConnectionManager<C>: deadpool::managed::Manager,
-    {
-        let status = pool.status();
-        (
-            status.size as u64,
-            status.available as u64,
-            status.waiting as u64,
-        )
-    }
-    pub(super) type Pooled<C> = Object<C>;
-
-    pub(super) async fn build<C>(
-        manager: AsyncDieselConnectionManager<C>,
-        config: &DatabaseConfig,
-    ) -> Result<Pool<C>, RepoError>
-    where
-        C: Send + 'static,
-        AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
-    {
-        let expiry = Expiry::of(config);
-        let mut builder = Pool::builder(manager)
-            .max_size(config.effective_pool_size() as usize)
-            .wait_timeout(Some(config.checkout_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            // Hand out the most recently returned connection, as r2d2 does:
-            // its prepared statements (and SQLite's page cache) are warm.
-            // deadpool's default, FIFO, rotates every call through every
-            // idle connection, so each statement is prepared once per
-            // connection and a warmed-up pool runs cold for `max_size` calls.
-            .queue_mode(QueueMode::Lifo)
-            .runtime(deadpool::Runtime::Tokio1);
-        if expiry.is_set() {
-            // deadpool has no idle timeout or lifetime of its own: a
-            // connection past either is discarded instead of handed out…
-            builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
-                if expiry.expired(metrics) {
-                    Err(HookError::message("idle or lifetime limit reached"))
-                } else {
-                    Ok(())
-                }
-            }));
-        }
-        let pool = builder.build().map_err(|e| config.connection_error(e))?;
-        if let Some(every) = expiry.sweep_interval() {
-            // … and one left idle in the pool is closed by a sweep.
-            tokio::spawn(sweep(pool.weak(), expiry, every));
-        }
-        // Open one connection now, so a bad URL fails here, not on first use.
-        drop(checkout(&pool, config).await?);
-        Ok(pool)
-    }
-
-    /// `DatabaseConfig::idle_timeout` and `max_lifetime`, for deadpool. Idle
-    /// time counts from when the connection was last handed out (deadpool's
-    /// `Metrics::last_used`), so a connection held for longer than the idle
-    /// timeout is replaced at its next checkout.
-    #[derive(Clone, Copy)]
-    pub(super) struct Expiry {
-        idle_timeout: Option<Duration>,
-        max_lifetime: Option<Duration>,
-    }
-
-    impl Expiry {
-        pub(super) fn of(config: &DatabaseConfig) -> Self {
-            // An in-memory database lives only as long as its one connection.
-            let in_memory = config.effective_pool_size() == 1 && config.pool_size != 1;
-            Self {
-                idle_timeout: config.idle_timeout.filter(|_| !in_memory),
-                max_lifetime: config.max_lifetime.filter(|_| !in_memory),
-            }
-        }
-
-        fn is_set(&self) -> bool {
-            self.idle_timeout.is_some() || self.max_lifetime.is_some()
-        }
-
-        pub(super) fn expired(&self, metrics: &Metrics) -> bool {
-            self.max_lifetime
-                .is_some_and(|limit| metrics.age() >= limit)
-                || self
-                    .idle_timeout
-                    .is_some_and(|limit| metrics.last_used() >= limit)
-        }
-
-        /// How often the sweep runs: a quarter of the shorter limit, between
-        /// 50 ms and 30 s.
-        fn sweep_interval(&self) -> Option<Duration> {
-            let shortest = match (self.idle_timeout, self.max_lifetime) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b)?,
-            };
-            Some((shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(30)))
-        }
-    }
-
-    /// Closes idle connections past their limits until the pool is dropped.
-    async fn sweep<C>(
-        pool: deadpool::managed::WeakPool<AsyncDieselConnectionManager<C>>,
-        expiry: Expiry,
-        every: Duration,
-    ) where
-        C: Send + 'static,
-        AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
-    {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let Some(pool) = pool.upgrade() else { return };
-            pool.retain(|_, metrics| !expiry.expired(&metrics));
-        }
-    }
-
-    pub(super) async fn checkout<C>(
-        pool: &Pool<C>,
-        config: &DatabaseConfig,
-    ) -> Result<Object<C>, RepoError>
-    where
-        AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
-    {
-        pool.get().await.map_err(|e| match e {
-            PoolError::Timeout(TimeoutType::Wait) => RepoError::PoolTimeout {
-                waited: config.checkout_timeout,
-            },
-            PoolError::Timeout(TimeoutType::Create) => config.connection_error(format!(
-                "no connection could be opened within {:?}",
-                config.connect_timeout
-            )),
-            other => config.connection_error(other),
-        })
-    }
-}
-
 #[cfg(feature = "bb8")]
-mod pool_impl {
-    //! bb8, with the `bb8` feature.
-    use std::sync::{Arc, Mutex};
-    use std::time::Instant;
-
-    use super::*;
-    use diesel_async::pooled_connection::PoolError;
-
-    /// The bb8 pool, and the last error its connection attempts met.
-    pub(super) struct BackendPool<C: 'static>
-    where
-        AsyncDieselConnectionManager<C>: bb8::ManageConnection,
-    {
-        pool: bb8::Pool<AsyncDieselConnectionManager<C>>,
-        last_error: LastError,
-    }
-
-    pub(super) type Pooled<C> = bb8::PooledConnection<'static, AsyncDieselConnectionManager<C>>;
-
-    /// Open connections, idle ones and callers waiting (bb8 does not count
-    /// waiters: always 0).
-    pub(super) fn status<C>(pool: &BackendPool<C>) -> (u64, u64, u64)
-    where
-        AsyncDieselConnectionManager<C>: bb8::ManageConnection,
-    {
-        let state = pool.pool.state();
-        (
-            u64::from(state.connections),
-            u64::from(state.idle_connections),
-            0,
-        )
-    }
-
-    /// bb8 opens connections in tasks of its own and hands their errors to
-    /// an error sink only: a caller waiting for a connection sees just
-    /// `TimedOut`. This sink keeps the last error, so that a checkout that
-    /// timed out while connecting failed can say `Connection` and why,
-    /// rather than `PoolTimeout`.
-    #[derive(Debug, Clone, Default)]
-    struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
-
-    impl LastError {
-        /// The error recorded since `since`, if any (and forgets it).
-        fn since(&self, since: Instant) -> Option<String> {
-            let mut last = self.0.lock().ok()?;
-            match last.take() {
-                Some((at, message)) if at >= since => Some(message),
-                _ => None,
-            }
-        }
-    }
-
-    impl bb8::ErrorSink<PoolError> for LastError {
-        fn sink(&self, error: PoolError) {
-            if let Ok(mut last) = self.0.lock() {
-                *last = Some((Instant::now(), error.to_string()));
-            }
-        }
-
-        fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
-            Box::new(self.clone())
-        }
-    }
-
-    pub(super) async fn build<C>(
-        manager: AsyncDieselConnectionManager<C>,
-        config: &DatabaseConfig,
-    ) -> Result<BackendPool<C>, RepoError>
-    where
-        AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
-    {
-        let last_error = LastError::default();
-        let pool = bb8::Pool::builder()
-            .max_size(config.effective_pool_size())
-            .connection_timeout(config.checkout_timeout)
-            .idle_timeout(config.idle_timeout)
-            .max_lifetime(config.max_lifetime)
-            // The most recently used connection first, as with deadpool.
-            .queue_strategy(bb8::QueueStrategy::Lifo)
-            .error_sink(Box::new(last_error.clone()))
-            .build_unchecked(manager);
-        let pool = BackendPool { pool, last_error };
-        drop(checkout(&pool, config).await?);
-        Ok(pool)
-    }
-
-    pub(super) async fn checkout<C>(
-        pool: &BackendPool<C>,
-        config: &DatabaseConfig,
-    ) -> Result<Pooled<C>, RepoError>
-    where
-        AsyncDieselConnectionManager<C>: bb8::ManageConnection<Connection = C, Error = PoolError>,
-    {
-        let started = Instant::now();
-        pool.pool.get_owned().await.map_err(|e| match e {
-            bb8::RunError::TimedOut => match pool.last_error.since(started) {
-                Some(reason) => config.connection_error(reason),
-                None => RepoError::PoolTimeout {
-                    waited: config.checkout_timeout,
-                },
-            },
-            bb8::RunError::User(other) => config.connection_error(other),
-        })
-    }
-}
-
-use pool_impl::{BackendPool, Pooled};
+use super::pool::bb8_pool;
+use super::pool::{PgManager, SqliteManager, deadpool_pool, pg_manager};
+use crate::conn::{Conn, Isolation};
+use crate::executor::{ConnGuard, Executor};
+use crate::{
+    DatabaseConfig, DatabaseUrl, PoolKind, RepoError, RetryPolicy, RetryableError, StatementCounter,
+};
 
 /// A pool of async connections to one database, PostgreSQL or SQLite as its
 /// URL says. Share it by reference (or in an `Arc`) across tasks.
@@ -291,7 +20,7 @@ pub struct AsyncDatabase {
     pool: Pools,
     statements: StatementCounter,
     config: DatabaseConfig,
-    checkouts: std::sync::atomic::AtomicU64,
+    checkouts: AtomicU64,
     #[cfg(feature = "sync")]
     blocking_lane: Arc<super::blocking_lane::BlockingLane>,
 }
@@ -312,107 +41,69 @@ pub struct PoolStatus {
 }
 
 enum Pools {
-    Postgres(BackendPool<AsyncPgConnection>),
-    Sqlite(BackendPool<SqliteAsync>),
+    Deadpool(Backends<deadpool::managed::Pool<PgManager>, deadpool::managed::Pool<SqliteManager>>),
+    #[cfg(feature = "bb8")]
+    Bb8(Backends<bb8_pool::Pool<PgManager>, bb8_pool::Pool<SqliteManager>>),
 }
 
+/// One value per backend.
+#[doc(hidden)]
+pub enum Backends<P, S> {
+    Postgres(P),
+    Sqlite(S),
+}
+
+/// A connection checked out of the pool, whichever pool and backend.
 #[doc(hidden)]
 // One lives per repository call, briefly: boxing it would cost an allocation each time.
 #[allow(clippy::large_enum_variant)]
 pub enum PooledConn {
-    Postgres(Pooled<AsyncPgConnection>),
-    Sqlite(Pooled<SqliteAsync>),
+    Deadpool(
+        Backends<deadpool::managed::Object<PgManager>, deadpool::managed::Object<SqliteManager>>,
+    ),
+    #[cfg(feature = "bb8")]
+    Bb8(Backends<bb8_pool::Pooled<PgManager>, bb8_pool::Pooled<SqliteManager>>),
 }
 
 impl ConnGuard for PooledConn {
-    fn conn(&mut self) -> AsyncConn<'_> {
-        match self {
-            Self::Postgres(c) => AsyncConn::Postgres(c),
-            Self::Sqlite(c) => AsyncConn::Sqlite(c),
-        }
-    }
-}
-
-/// The manager's settings: no test query on checkout, only the cheap check
-/// that the connection is not broken (for PostgreSQL: not closed; see the
-/// module docs), and `connect`, which opens a connection and sets it up (it
-/// counts statements and, on SQLite, sets the pragmas).
-fn manager_config<C, F>(connect: F) -> ManagerConfig<C>
-where
-    C: PoolableConnection + 'static,
-    F: Fn(String) -> futures_setup::SetupFuture<C> + Send + Sync + 'static,
-{
-    let mut config = ManagerConfig::default();
-    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn: &mut C| {
-        let broken = conn.is_broken();
-        Box::pin(async move {
-            if broken {
-                Err(DieselError::DatabaseError(
-                    DatabaseErrorKind::ClosedConnection,
-                    Box::new("the pooled connection is closed or broken".to_owned()),
-                ))
-            } else {
-                Ok(())
-            }
+    fn conn(&mut self) -> Result<Conn<'_>, RepoError> {
+        Ok(match self {
+            Self::Deadpool(Backends::Postgres(c)) => Conn::AsyncPostgres(c),
+            Self::Deadpool(Backends::Sqlite(c)) => Conn::Sqlite(c),
+            #[cfg(feature = "bb8")]
+            Self::Bb8(Backends::Postgres(c)) => Conn::AsyncPostgres(c),
+            #[cfg(feature = "bb8")]
+            Self::Bb8(Backends::Sqlite(c)) => Conn::Sqlite(c),
         })
-    }));
-    config.custom_setup = Box::new(move |url| connect(url.to_owned()));
-    config
-}
-
-mod futures_setup {
-    use std::pin::Pin;
-
-    pub(super) type SetupFuture<C> =
-        Pin<Box<dyn Future<Output = diesel::ConnectionResult<C>> + Send>>;
+    }
 }
 
 impl AsyncDatabase {
     /// Opens a pool as `config` says and checks that one connection works.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, RepoError> {
         let statements = StatementCounter::new();
-        let pool = match &config.url {
-            DatabaseUrl::Postgres(url) => {
-                let counter = statements.clone();
-                let manager = AsyncDieselConnectionManager::new_with_config(
-                    config.postgres_url(url),
-                    manager_config(move |url| {
-                        let counter = counter.clone();
-                        Box::pin(async move {
-                            let mut conn = AsyncPgConnection::establish(&url).await?;
-                            conn.set_instrumentation(counter);
-                            Ok(conn)
-                        })
-                    }),
-                );
-                Pools::Postgres(pool_impl::build(manager, config).await?)
+        let pool = match (config.pool, &config.url) {
+            (PoolKind::Deadpool, DatabaseUrl::Postgres(url)) => {
+                Pools::Deadpool(Backends::Postgres(
+                    deadpool_pool::build(pg_manager(config, url, &statements), config).await?,
+                ))
             }
-            DatabaseUrl::Sqlite(path) => {
-                let counter = statements.clone();
-                let pragmas = config.sqlite_setup_sql();
-                let calls = config.sqlite_calls;
-                let manager = AsyncDieselConnectionManager::new_with_config(
-                    path,
-                    manager_config(move |path| {
-                        let counter = counter.clone();
-                        let pragmas = pragmas.clone();
-                        Box::pin(async move {
-                            // Opening the file may wait on a lock: off the runtime.
-                            let conn = tokio::task::spawn_blocking(move || {
-                                <SqliteConnection as diesel::Connection>::establish(&path)
-                            })
-                            .await
-                            .map_err(|e| ConnectionError::BadConnection(e.to_string()))??;
-                            let mut conn = SqliteAsync::with_runtime(conn, SqliteCallRunner(calls));
-                            conn.batch_execute(&pragmas)
-                                .await
-                                .map_err(ConnectionError::CouldntSetupConfiguration)?;
-                            conn.set_instrumentation(counter);
-                            Ok(conn)
-                        })
-                    }),
-                );
-                Pools::Sqlite(pool_impl::build(manager, config).await?)
+            (PoolKind::Deadpool, DatabaseUrl::Sqlite(path)) => Pools::Deadpool(Backends::Sqlite(
+                deadpool_pool::build(SqliteManager::new(config, path, &statements), config).await?,
+            )),
+            #[cfg(feature = "bb8")]
+            (PoolKind::Bb8, DatabaseUrl::Postgres(url)) => Pools::Bb8(Backends::Postgres(
+                bb8_pool::build(pg_manager(config, url, &statements), config).await?,
+            )),
+            #[cfg(feature = "bb8")]
+            (PoolKind::Bb8, DatabaseUrl::Sqlite(path)) => Pools::Bb8(Backends::Sqlite(
+                bb8_pool::build(SqliteManager::new(config, path, &statements), config).await?,
+            )),
+            #[cfg(not(feature = "bb8"))]
+            (PoolKind::Bb8, _) => {
+                return Err(RepoError::Connection(
+                    "KEEL_POOL=bb8, but keel-repo was built without its `bb8` feature".to_owned(),
+                ));
             }
         };
         Ok(Self {
@@ -421,7 +112,7 @@ impl AsyncDatabase {
             blocking_lane: super::blocking_lane::BlockingLane::new(config, statements.clone()),
             statements,
             config: config.clone(),
-            checkouts: std::sync::atomic::AtomicU64::new(0),
+            checkouts: AtomicU64::new(0),
         })
     }
 
@@ -487,19 +178,17 @@ impl AsyncDatabase {
         self.blocking_lane.run(f).await
     }
 
-    /// Users.
-    pub fn users(&self) -> UserRepository<'_, Self> {
-        UserRepository::new(self)
-    }
-
-    /// Posts.
-    pub fn posts(&self) -> PostRepository<'_, Self> {
-        PostRepository::new(self)
-    }
-
-    /// Comments.
-    pub fn comments(&self) -> CommentRepository<'_, Self> {
-        CommentRepository::new(self)
+    /// Runs `f` on a connection from the pool: a service's own Diesel
+    /// queries, sent with [`run!`](crate::run), or its own operations. The
+    /// statements count in [`AsyncDatabase::statements`] and the current
+    /// `QueryScope`, errors become [`RepoError`]s, and a strict scope's N+1
+    /// check applies, as for keel's own calls. On SQLite `f` runs in place
+    /// (see [`crate::SqliteCalls`]).
+    pub async fn with_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
+    ) -> Result<T, RepoError> {
+        super::with_conn(self, f).await
     }
 
     /// Runs `f` in one transaction on one connection: `Ok` commits, `Err`
@@ -555,9 +244,7 @@ impl AsyncDatabase {
         E: From<RepoError>,
     {
         let mut pooled = self.checkout().await.map_err(E::from)?;
-        begin(&mut pooled.conn(), isolation)
-            .await
-            .map_err(|e| E::from(e.into()))?;
+        control(&mut pooled, Control::Begin(isolation)).await?;
         let connection = Arc::new(Mutex::new(Some(pooled)));
         let result = f(AsyncTransaction {
             connection: connection.clone(),
@@ -569,16 +256,15 @@ impl AsyncDatabase {
                 "the transaction's connection went missing".into(),
             )));
         };
-        let mut conn = pooled.conn();
         match result {
             Ok(value) => {
-                end(&mut conn, true).await.map_err(|e| E::from(e.into()))?;
+                control(&mut pooled, Control::Commit).await?;
                 Ok(value)
             }
             Err(error) => {
                 // The caller's error is the one worth reporting; a failed
                 // rollback leaves the connection broken, and the pool drops it.
-                let _ = end(&mut conn, false).await;
+                let _ = control::<RepoError>(&mut pooled, Control::Rollback).await;
                 Err(error)
             }
         }
@@ -587,96 +273,68 @@ impl AsyncDatabase {
     /// What the pool holds now, and how many checkouts it has served.
     pub fn pool_status(&self) -> PoolStatus {
         let (size, idle, waiting) = match &self.pool {
-            Pools::Postgres(pool) => pool_impl::status(pool),
-            Pools::Sqlite(pool) => pool_impl::status(pool),
+            Pools::Deadpool(Backends::Postgres(pool)) => deadpool_pool::status(pool),
+            Pools::Deadpool(Backends::Sqlite(pool)) => deadpool_pool::status(pool),
+            #[cfg(feature = "bb8")]
+            Pools::Bb8(Backends::Postgres(pool)) => bb8_pool::status(pool),
+            #[cfg(feature = "bb8")]
+            Pools::Bb8(Backends::Sqlite(pool)) => bb8_pool::status(pool),
         };
         PoolStatus {
             max_size: u64::from(self.config.effective_pool_size()),
             size,
             idle,
             waiting,
-            checkouts: self.checkouts.load(std::sync::atomic::Ordering::Relaxed),
+            checkouts: self.checkouts.load(Ordering::Relaxed),
         }
     }
 
     pub(crate) async fn checkout(&self) -> Result<PooledConn, RepoError> {
-        self.checkouts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
+        let config = &self.config;
         Ok(match &self.pool {
-            Pools::Postgres(pool) => {
-                PooledConn::Postgres(pool_impl::checkout(pool, &self.config).await?)
+            Pools::Deadpool(Backends::Postgres(pool)) => PooledConn::Deadpool(Backends::Postgres(
+                deadpool_pool::checkout(pool, config).await?,
+            )),
+            Pools::Deadpool(Backends::Sqlite(pool)) => PooledConn::Deadpool(Backends::Sqlite(
+                deadpool_pool::checkout(pool, config).await?,
+            )),
+            #[cfg(feature = "bb8")]
+            Pools::Bb8(Backends::Postgres(pool)) => {
+                PooledConn::Bb8(Backends::Postgres(bb8_pool::checkout(pool, config).await?))
             }
-            Pools::Sqlite(pool) => {
-                PooledConn::Sqlite(pool_impl::checkout(pool, &self.config).await?)
+            #[cfg(feature = "bb8")]
+            Pools::Bb8(Backends::Sqlite(pool)) => {
+                PooledConn::Bb8(Backends::Sqlite(bb8_pool::checkout(pool, config).await?))
             }
         })
     }
 }
 
-/// How a transaction begins on PostgreSQL.
-#[derive(Clone, Copy)]
-enum Isolation {
-    /// The server's default (READ COMMITTED).
-    Default,
-    /// SERIALIZABLE.
-    Serializable,
+/// Transaction control on a pooled connection, SQLite's in place.
+enum Control {
+    Begin(Isolation),
+    Commit,
+    Rollback,
 }
 
-/// Begins a transaction: on PostgreSQL at `isolation`; on SQLite always
-/// `BEGIN IMMEDIATE`. A deferred `BEGIN` would take the write lock only at
-/// the first write, and when another writer committed since the
-/// transaction's first read, SQLite fails that write at once with "database
-/// is locked" (SQLITE_BUSY_SNAPSHOT), whatever the busy timeout.
-async fn begin(conn: &mut AsyncConn<'_>, isolation: Isolation) -> diesel::QueryResult<()> {
-    match (conn, isolation) {
-        (AsyncConn::Postgres(c), Isolation::Default) => {
-            <AsyncPgConnection as AsyncConnection>::TransactionManager::begin_transaction(&mut **c)
-                .await
+async fn control<E: From<RepoError>>(pooled: &mut PooledConn, control: Control) -> Result<(), E> {
+    let mut conn = pooled.conn()?;
+    let backend = conn.backend();
+    let step = async {
+        match control {
+            Control::Begin(isolation) => conn.begin(isolation).await,
+            Control::Commit => conn.commit().await,
+            Control::Rollback => conn.rollback().await,
         }
-        (AsyncConn::Postgres(c), Isolation::Serializable) => {
-            diesel_async::AnsiTransactionManager::begin_transaction_sql(
-                &mut **c,
-                "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-            )
-            .await
-        }
-        (AsyncConn::Sqlite(c), _) => {
-            c.spawn_blocking(|inner| {
-                diesel::connection::AnsiTransactionManager::begin_transaction_sql(
-                    inner,
-                    "BEGIN IMMEDIATE",
-                )
-            })
-            .await
-        }
-    }
+    };
+    crate::executor::drive(backend, step)
+        .await
+        .map_err(|e| E::from(RepoError::from(e)))
 }
 
-async fn end(conn: &mut AsyncConn<'_>, commit: bool) -> diesel::QueryResult<()> {
-    match (conn, commit) {
-        (AsyncConn::Postgres(c), true) => {
-            <AsyncPgConnection as AsyncConnection>::TransactionManager::commit_transaction(&mut **c)
-                .await
-        }
-        (AsyncConn::Postgres(c), false) => {
-            <AsyncPgConnection as AsyncConnection>::TransactionManager::rollback_transaction(
-                &mut **c,
-            )
-            .await
-        }
-        (AsyncConn::Sqlite(c), true) => {
-            <SqliteAsync as AsyncConnection>::TransactionManager::commit_transaction(&mut **c).await
-        }
-        (AsyncConn::Sqlite(c), false) => {
-            <SqliteAsync as AsyncConnection>::TransactionManager::rollback_transaction(&mut **c)
-                .await
-        }
-    }
-}
-
-impl private::Sealed for AsyncDatabase {}
-
-impl AsyncExecutor for AsyncDatabase {
+impl Executor for AsyncDatabase {
+    type Mode = super::Async;
     type Guard<'g> = PooledConn;
 
     async fn checkout(&self) -> Result<PooledConn, RepoError> {
@@ -684,9 +342,8 @@ impl AsyncExecutor for AsyncDatabase {
     }
 
     #[cfg(feature = "sync")]
-    #[allow(private_interfaces)]
-    fn copy_lane(&self) -> Option<&Arc<super::blocking_lane::BlockingLane>> {
-        matches!(self.pool, Pools::Postgres(_)).then_some(&self.blocking_lane)
+    fn blocking_lane(&self) -> Option<&Arc<super::BlockingLane>> {
+        matches!(self.config.url, DatabaseUrl::Postgres(_)).then_some(&self.blocking_lane)
     }
 }
 
@@ -702,19 +359,12 @@ pub struct AsyncTransaction {
 }
 
 impl AsyncTransaction {
-    /// Users, inside this transaction.
-    pub fn users(&self) -> UserRepository<'_, Self> {
-        UserRepository::new(self)
-    }
-
-    /// Posts, inside this transaction.
-    pub fn posts(&self) -> PostRepository<'_, Self> {
-        PostRepository::new(self)
-    }
-
-    /// Comments, inside this transaction.
-    pub fn comments(&self) -> CommentRepository<'_, Self> {
-        CommentRepository::new(self)
+    /// Runs `f` on the transaction's connection; see [`AsyncDatabase::with_conn`].
+    pub async fn with_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
+    ) -> Result<T, RepoError> {
+        super::with_conn(self, f).await
     }
 }
 
@@ -722,14 +372,13 @@ impl AsyncTransaction {
 pub struct TransactionGuard<'g>(tokio::sync::MappedMutexGuard<'g, PooledConn>);
 
 impl ConnGuard for TransactionGuard<'_> {
-    fn conn(&mut self) -> AsyncConn<'_> {
+    fn conn(&mut self) -> Result<Conn<'_>, RepoError> {
         self.0.conn()
     }
 }
 
-impl private::Sealed for AsyncTransaction {}
-
-impl AsyncExecutor for AsyncTransaction {
+impl Executor for AsyncTransaction {
+    type Mode = super::Async;
     type Guard<'g> = TransactionGuard<'g>;
 
     async fn checkout(&self) -> Result<TransactionGuard<'_>, RepoError> {

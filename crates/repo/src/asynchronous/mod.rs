@@ -1,66 +1,58 @@
 //! The async API (diesel-async on tokio): a pooled [`AsyncDatabase`]
-//! (deadpool, or bb8 with the `bb8` feature), its repositories, and
-//! transactions in which several repository calls share one connection.
+//! (deadpool, or bb8 with the `bb8` feature and `KEEL_POOL=bb8`),
+//! [`AsyncSession`]s and [`AsyncTransaction`]s. Each is an
+//! [`Executor`](crate::Executor) whose repository methods return `Send`
+//! futures.
 //!
 //! PostgreSQL runs on `AsyncPgConnection` (tokio-postgres, no libpq);
-//! SQLite runs on diesel-async's `SyncConnectionWrapper`, with each call run
-//! in place on the calling thread (see [`crate::SqliteCalls`]).
+//! SQLite runs on diesel's own `SqliteConnection`, each operation in place
+//! on the calling thread (see [`sqlite_calls`]).
 
 #[cfg(feature = "sync")]
 mod blocking_lane;
 mod database;
-mod repositories;
+mod pool;
 mod session;
 mod sqlite_calls;
 
-pub use database::{AsyncDatabase, AsyncTransaction, PoolStatus};
-pub use repositories::{CommentRepository, PostRepository, UserRepository};
+#[cfg(feature = "sync")]
+#[doc(hidden)]
+pub use blocking_lane::BlockingLane;
+pub use database::{AsyncDatabase, AsyncTransaction, PoolStatus, PooledConn};
 pub use session::AsyncSession;
+pub(crate) use sqlite_calls::in_place;
 
-use diesel::sqlite::SqliteConnection;
-use diesel_async::AsyncPgConnection;
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use std::pin::Pin;
 
 use crate::RepoError;
+use crate::conn::{Backend, Conn};
+use crate::executor::{ConnGuard, Executor, Mode, finish};
 
-/// An async SQLite connection: the sync one, its calls run by [`sqlite_calls::SqliteCallRunner`].
-pub(crate) type AsyncSqliteConnection =
-    SyncConnectionWrapper<SqliteConnection, sqlite_calls::SqliteCallRunner>;
+/// Async mode: a method returns its body as a boxed `Send` future.
+pub struct Async;
 
-/// An async connection to one backend, borrowed for one repository call.
-pub(crate) enum AsyncConn<'c> {
-    Postgres(&'c mut AsyncPgConnection),
-    Sqlite(&'c mut AsyncSqliteConnection),
-}
-
-/// Something a repository can borrow an [`AsyncConn`] from.
-pub(crate) trait ConnGuard: Send {
-    fn conn(&mut self) -> AsyncConn<'_>;
-}
-
-/// Where an async repository gets its connection: the pool (one checkout
-/// per call) or an open transaction (its connection, for every call).
-pub trait AsyncExecutor: Sync + private::Sealed {
-    #[doc(hidden)]
-    #[allow(private_bounds, private_interfaces)]
-    type Guard<'g>: ConnGuard
+impl Mode for Async {
+    type Output<'f, T>
+        = Pin<Box<dyn Future<Output = Result<T, RepoError>> + Send + 'f>>
     where
-        Self: 'g;
+        T: 'f;
 
-    #[doc(hidden)]
-    #[allow(private_interfaces)]
-    fn checkout(&self) -> impl Future<Output = Result<Self::Guard<'_>, RepoError>> + Send;
-
-    /// Where `insert_many` loads with `COPY` (the pool on PostgreSQL); `None`
-    /// where it must share the executor's connection (a transaction).
-    #[doc(hidden)]
-    #[cfg(feature = "sync")]
-    #[allow(private_interfaces)]
-    fn copy_lane(&self) -> Option<&std::sync::Arc<blocking_lane::BlockingLane>> {
-        None
+    fn output<'f, T: 'f>(
+        body: impl Future<Output = Result<T, RepoError>> + Send + 'f,
+    ) -> Self::Output<'f, T> {
+        Box::pin(body)
     }
 }
 
-mod private {
-    pub trait Sealed {}
+/// `with_conn` of every async executor: `f` on one checked-out connection,
+/// its error mapped and the N+1 guard checked as for keel's own calls.
+async fn with_conn<E: Executor, T>(
+    executor: &E,
+    f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
+) -> Result<T, RepoError> {
+    let mut guard = executor.checkout().await?;
+    let mut conn = guard.conn()?;
+    let backend = conn.backend();
+    let result = crate::executor::drive(backend, f(&mut conn)).await;
+    finish(&mut conn, result)
 }

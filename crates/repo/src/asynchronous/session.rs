@@ -4,12 +4,10 @@
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::database::PooledConn;
-use super::{
-    AsyncConn, AsyncDatabase, AsyncExecutor, CommentRepository, ConnGuard, PostRepository,
-    UserRepository, private,
-};
+use super::{AsyncDatabase, PooledConn};
 use crate::RepoError;
+use crate::conn::Conn;
+use crate::executor::{ConnGuard, Executor};
 
 /// A connection checked out of the pool until the session is dropped. Each
 /// call commits on its own (no transaction spans calls; use
@@ -42,19 +40,12 @@ impl AsyncDatabase {
 }
 
 impl AsyncSession {
-    /// Users, on this session's connection.
-    pub fn users(&self) -> UserRepository<'_, Self> {
-        UserRepository::new(self)
-    }
-
-    /// Posts, on this session's connection.
-    pub fn posts(&self) -> PostRepository<'_, Self> {
-        PostRepository::new(self)
-    }
-
-    /// Comments, on this session's connection.
-    pub fn comments(&self) -> CommentRepository<'_, Self> {
-        CommentRepository::new(self)
+    /// Runs `f` on this session's connection; see [`AsyncDatabase::with_conn`].
+    pub async fn with_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
+    ) -> Result<T, RepoError> {
+        super::with_conn(self, f).await
     }
 }
 
@@ -62,14 +53,13 @@ impl AsyncSession {
 pub struct SessionGuard<'g>(MutexGuard<'g, PooledConn>);
 
 impl ConnGuard for SessionGuard<'_> {
-    fn conn(&mut self) -> AsyncConn<'_> {
+    fn conn(&mut self) -> Result<Conn<'_>, RepoError> {
         self.0.conn()
     }
 }
 
-impl private::Sealed for AsyncSession {}
-
-impl AsyncExecutor for AsyncSession {
+impl Executor for AsyncSession {
+    type Mode = super::Async;
     type Guard<'g> = SessionGuard<'g>;
 
     async fn checkout(&self) -> Result<SessionGuard<'_>, RepoError> {

@@ -1,141 +1,116 @@
-//! Where async mode runs a SQLite call ([`SqliteCalls`]): by default on the
-//! calling thread, with tokio told that it blocks.
+//! Async mode's SQLite calls: each operation runs in place, on the calling
+//! thread, with tokio told that it blocks.
 //!
-//! SQLite is a C library in this process, and most calls take a few µs.
-//! diesel-async's default runtime for `SyncConnectionWrapper` sends every call
-//! to tokio's blocking pool and back. Each trip is two thread wake-ups, tens
-//! of µs on a small machine, and costs 5-10x the call itself. On a
-//! multi-thread runtime, `block_in_place` runs the call here. For as long as
-//! the call takes, the worker's other tasks move to another thread, so a slow
-//! statement or a `busy_timeout` wait still does not stall the runtime.
+//! SQLite is a C library in this process, and most calls take a few µs. A
+//! trip to tokio's blocking pool and back is two thread wake-ups, tens of µs
+//! on a small machine, 5-10x the call itself. On a multi-thread runtime,
+//! `block_in_place` runs the call here: for as long as it takes, the worker's
+//! other tasks move to another thread, so a slow statement or a
+//! `busy_timeout` wait does not stall the runtime. A whole operation (every
+//! statement of an eager load, say) is one such call: its future completes
+//! on its first poll, since every SQLite statement is a plain blocking call.
 //!
-//! Where tokio forbids `block_in_place`, calls go to the blocking pool as
-//! before: on a current-thread runtime, and in a `LocalSet` driven by
-//! `block_on`. tokio offers no way to ask about the second case. The first
-//! such call on a thread therefore tries, catches tokio's refusal (a panic,
-//! raised before the call starts, which the panic hook prints once), and
-//! remembers it for that thread.
+//! Where tokio forbids `block_in_place` (a current-thread runtime, and a
+//! `LocalSet` driven by `block_on`), the call runs directly on the thread,
+//! as in sync mode: the thread's other tasks wait for it. tokio offers no
+//! way to ask about the `LocalSet` case. The first such call on a thread
+//! therefore tries, catches tokio's refusal (a panic raised before the call
+//! starts, which the panic hook prints once), and remembers it for that
+//! thread.
 
 use std::cell::Cell;
-use std::error::Error;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::future::poll_fn;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::pin;
 
-use diesel_async::sync_connection_wrapper::SpawnBlocking;
-use futures_core::future::BoxFuture;
 use tokio::runtime::{Handle, RuntimeFlavor};
-
-use crate::SqliteCalls;
-
-type CallError = Box<dyn Error + Send + Sync + 'static>;
 
 thread_local! {
     /// Set once tokio has refused `block_in_place` on this thread.
     static IN_PLACE_REFUSED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// keel's [`SpawnBlocking`] for async SQLite connections.
-pub struct SqliteCallRunner(pub(crate) SqliteCalls);
+/// Awaits `operation`, each poll of it inside [`blocking`].
+pub(crate) async fn in_place<F: Future>(operation: F) -> F::Output {
+    let mut operation = pin!(operation);
+    poll_fn(|cx| blocking(|| operation.as_mut().poll(cx))).await
+}
 
-impl SpawnBlocking for SqliteCallRunner {
-    fn spawn_blocking<'a, R>(
-        &mut self,
-        task: impl FnOnce() -> R + Send + 'static,
-    ) -> BoxFuture<'a, Result<R, CallError>>
-    where
-        R: Send + 'static,
-    {
-        let handle = match Handle::try_current() {
-            Ok(handle) => handle,
-            // Outside any runtime nothing else can be stalled.
-            Err(_) => return Box::pin(std::future::ready(run_caught(task))),
-        };
-        let mut task = Some(task);
-        if self.0 == SqliteCalls::InPlace
-            && handle.runtime_flavor() == RuntimeFlavor::MultiThread
-            && !IN_PLACE_REFUSED.get()
-        {
-            let mut result = None;
-            let refused = catch_unwind(AssertUnwindSafe(|| {
-                tokio::task::block_in_place(|| result = task.take().map(run_caught));
-            }))
-            .is_err();
-            if let Some(result) = result {
-                return Box::pin(std::future::ready(result));
-            }
-            if refused {
-                IN_PLACE_REFUSED.set(true);
-                tracing::debug!(
-                    "tokio refused block_in_place on this thread (a LocalSet?): \
-                     its SQLite calls go to the blocking pool"
-                );
-            }
-        }
-        match task {
-            Some(task) => {
-                Box::pin(async move { handle.spawn_blocking(task).await.map_err(CallError::from) })
-            }
-            // Unreachable: the task either ran (and returned above) or is still here.
-            None => Box::pin(std::future::ready(Err("the SQLite call was lost".into()))),
-        }
+/// Runs `call`, which blocks, on this thread: inside `block_in_place` where
+/// tokio allows it, directly where it does not.
+pub(crate) fn blocking<R>(call: impl FnOnce() -> R) -> R {
+    let allowed = Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread)
+        && !IN_PLACE_REFUSED.get();
+    if !allowed {
+        return call();
     }
-
-    fn get_runtime() -> Self {
-        SqliteCallRunner(SqliteCalls::default())
+    let mut call = Some(call);
+    let mut started = false;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        tokio::task::block_in_place(|| {
+            started = true;
+            call.take().map(|call| call())
+        })
+    }));
+    match outcome {
+        Ok(Some(result)) => result,
+        // A panic of the call itself goes on to the caller.
+        Err(panic) if started => resume_unwind(panic),
+        // tokio refused before the call started: run it here, and remember.
+        _ => {
+            IN_PLACE_REFUSED.set(true);
+            tracing::debug!(
+                "tokio refused block_in_place on this thread (a LocalSet?): \
+                 its SQLite calls run directly on it"
+            );
+            match call.take() {
+                Some(call) => call(),
+                None => unreachable_call(),
+            }
+        }
     }
 }
 
-/// Runs `task`; a panic becomes an error, as a panicking blocking-pool task
-/// becomes a `JoinError`, so one bad call cannot take the caller's task down.
-fn run_caught<R>(task: impl FnOnce() -> R) -> Result<R, CallError> {
-    catch_unwind(AssertUnwindSafe(task)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a SQLite call panicked".to_owned());
-        CallError::from(message)
-    })
+/// The call was taken but neither ran nor panicked: impossible, since
+/// `block_in_place` either runs its closure or panics before it.
+#[cold]
+fn unreachable_call<R>() -> R {
+    resume_unwind(Box::new("a SQLite call was lost"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Runs `task` through [`SqliteCallRunner`] from a task on a runtime worker.
+    /// Runs `call` through [`blocking`] from a task on a runtime worker.
     async fn call_from_a_worker<R: Send + 'static>(
-        task: impl FnOnce() -> R + Send + 'static,
-    ) -> (std::thread::ThreadId, Result<R, String>) {
+        call: impl FnOnce() -> R + Send + 'static,
+    ) -> (std::thread::ThreadId, R) {
         tokio::spawn(async move {
             let caller = std::thread::current().id();
-            let result = SqliteCallRunner(SqliteCalls::InPlace)
-                .spawn_blocking(task)
-                .await;
-            (caller, result.map_err(|e| e.to_string()))
+            (caller, blocking(call))
         })
         .await
-        .unwrap()
+        .expect("the task runs")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn on_a_multi_thread_runtime_the_call_runs_on_the_calling_thread() {
         let (caller, ran_on) = call_from_a_worker(|| std::thread::current().id()).await;
-        assert_eq!(ran_on.unwrap(), caller);
+        assert_eq!(ran_on, caller);
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn on_a_current_thread_runtime_the_call_goes_to_the_blocking_pool() {
+    async fn on_a_current_thread_runtime_the_call_runs_directly() {
         let caller = std::thread::current().id();
-        let ran_on = SqliteCallRunner(SqliteCalls::InPlace)
-            .spawn_blocking(|| std::thread::current().id())
-            .await
-            .unwrap();
-        assert_ne!(ran_on, caller);
+        assert_eq!(blocking(|| std::thread::current().id()), caller);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_panicking_call_is_an_error_not_a_crash() {
-        let (_, result) = call_from_a_worker(|| -> u32 { panic!("boom") }).await;
-        assert_eq!(result.unwrap_err(), "boom");
+    async fn a_panicking_call_reaches_the_caller() {
+        let result = tokio::spawn(async { blocking(|| -> u32 { panic!("boom") }) }).await;
+        assert!(result.expect_err("the panic").is_panic());
     }
 
     /// With one worker, a call that waits for another task's message would
@@ -148,37 +123,22 @@ mod tests {
             rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok()
         })
         .await;
-        assert_eq!(received, Ok(true));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn blocking_pool_calls_run_on_another_thread() {
-        let caller = std::thread::current().id();
-        let ran_on = SqliteCallRunner(SqliteCalls::BlockingPool)
-            .spawn_blocking(|| std::thread::current().id())
-            .await
-            .unwrap();
-        assert_ne!(ran_on, caller);
+        assert!(received);
     }
 
     /// tokio forbids `block_in_place` in a `LocalSet` driven by `block_on`
-    /// (this test's body): the call still runs, on the blocking pool.
+    /// (this test's body): the call still runs, directly.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn in_a_local_set_on_the_block_on_thread_calls_go_to_the_blocking_pool() {
+    async fn in_a_local_set_on_the_block_on_thread_calls_run_directly() {
         let local = tokio::task::LocalSet::new();
         let caller = std::thread::current().id();
         let ran_on = local
             .run_until(async {
-                let first = SqliteCallRunner(SqliteCalls::InPlace)
-                    .spawn_blocking(|| std::thread::current().id())
-                    .await;
-                let second = SqliteCallRunner(SqliteCalls::InPlace)
-                    .spawn_blocking(|| std::thread::current().id())
-                    .await;
-                (first.unwrap(), second.unwrap())
+                let first = blocking(|| std::thread::current().id());
+                let second = blocking(|| std::thread::current().id());
+                (first, second)
             })
             .await;
-        assert_ne!(ran_on.0, caller);
-        assert_ne!(ran_on.1, caller);
+        assert_eq!(ran_on, (caller, caller));
     }
 }

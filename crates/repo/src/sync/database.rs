@@ -14,9 +14,8 @@
 //! drops the connection instead of pooling it. No extra query runs, and a
 //! dead connection fails one call (with [`RepoError::Unavailable`]) at most.
 
-use std::cell::RefCell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use diesel::Connection;
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
@@ -27,11 +26,12 @@ use diesel::r2d2::{
 use diesel::sqlite::SqliteConnection;
 use r2d2::ManageConnection;
 
-use super::{CommentRepository, Executor, PostRepository, UserRepository};
+use super::Held;
+use crate::conn::{Conn, Isolation};
 use crate::error::ErrorClass;
-use crate::ops::BlockingOps;
+use crate::executor::{ConnGuard, Executor, complete_now};
 use crate::{
-    DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
+    Backend, DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
 };
 
 /// A pool of sync connections to one database, PostgreSQL or SQLite as its
@@ -48,18 +48,18 @@ enum BackendPool {
     Sqlite(Pool<Manager<SqliteConnection>>),
 }
 
-pub(crate) enum Pooled {
+#[doc(hidden)]
+pub enum Pooled {
     Postgres(PooledConnection<Manager<PgConnection>>),
     Sqlite(PooledConnection<Manager<SqliteConnection>>),
 }
 
-impl Pooled {
-    /// The checked-out connection, as the executor sees it.
-    pub(crate) fn ops(&mut self) -> &mut dyn BlockingOps {
-        match self {
-            Self::Postgres(pooled) => &mut pooled.conn,
-            Self::Sqlite(pooled) => &mut pooled.conn,
-        }
+impl ConnGuard for Pooled {
+    fn conn(&mut self) -> Result<Conn<'_>, RepoError> {
+        Ok(match self {
+            Self::Postgres(pooled) => Conn::Postgres(&mut pooled.conn),
+            Self::Sqlite(pooled) => Conn::Sqlite(&mut pooled.conn),
+        })
     }
 }
 
@@ -150,15 +150,6 @@ impl CustomizeConnection<Tracked<SqliteConnection>, diesel::r2d2::Error> for Con
     }
 }
 
-/// How a transaction begins.
-#[derive(Clone, Copy)]
-enum Isolation {
-    /// PostgreSQL's default (READ COMMITTED).
-    Default,
-    /// SERIALIZABLE on PostgreSQL.
-    Serializable,
-}
-
 impl Database {
     /// Opens a pool as `config` says and checks that one connection works.
     pub fn connect(config: &DatabaseConfig) -> Result<Self, RepoError> {
@@ -225,19 +216,20 @@ impl Database {
         &self.statements
     }
 
-    /// Users.
-    pub fn users(&self) -> UserRepository<'_> {
-        UserRepository::new(self)
-    }
-
-    /// Posts.
-    pub fn posts(&self) -> PostRepository<'_> {
-        PostRepository::new(self)
-    }
-
-    /// Comments.
-    pub fn comments(&self) -> CommentRepository<'_> {
-        CommentRepository::new(self)
+    /// Runs `f` on a connection from the pool: a service's own Diesel
+    /// queries, sent with [`run!`](crate::run), or its own operations. The
+    /// statements count in [`Database::statements`] and the current
+    /// `QueryScope`, errors become [`RepoError`]s, and a strict scope's N+1
+    /// check applies, as for keel's own calls.
+    ///
+    /// ```ignore
+    /// let n: i64 = db.with_conn(async |conn| run!(conn, get_result(users::table.count())))?;
+    /// ```
+    pub fn with_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
+    ) -> Result<T, RepoError> {
+        super::with_conn(self, f)
     }
 
     /// Runs `f` in one transaction on one connection: `Ok` commits, `Err`
@@ -293,31 +285,28 @@ impl Database {
     where
         E: From<RepoError>,
     {
-        let in_transaction = |ops: &mut dyn BlockingOps| -> Result<T, TransactionError<E>> {
-            f(&Transaction {
-                connection: RefCell::new(ops),
-            })
-            .map_err(TransactionError::Caller)
-        };
         // A connection lost inside is flagged by its instrumentation (or left
         // with a broken transaction manager), so r2d2 drops it on return.
-        let result = match self.checkout().map_err(E::from)? {
-            Pooled::Postgres(mut pooled) => match isolation {
-                Isolation::Default => {
-                    Connection::transaction(&mut pooled.conn, |c| in_transaction(c))
-                }
-                Isolation::Serializable => pooled
-                    .conn
-                    .build_transaction()
-                    .serializable()
-                    .run(|c| in_transaction(c)),
-            },
-            Pooled::Sqlite(mut pooled) => pooled.conn.immediate_transaction(|c| in_transaction(c)),
+        let mut pooled = self.checkout()?;
+        let mut conn = pooled.conn()?;
+        complete_now(async { Ok(conn.begin(isolation).await?) })?;
+        let transaction = Transaction {
+            connection: Mutex::new(Some(conn.reborrow())),
         };
-        result.map_err(|error| match error {
-            TransactionError::Caller(e) => e,
-            TransactionError::Database(e) => E::from(RepoError::from(e)),
-        })
+        let result = f(&transaction);
+        drop(transaction);
+        match result {
+            Ok(value) => {
+                complete_now(async { Ok(conn.commit().await?) })?;
+                Ok(value)
+            }
+            Err(error) => {
+                // The caller's error is the one worth reporting; a failed
+                // rollback leaves the connection broken, and r2d2 drops it.
+                let _ = complete_now(async { Ok(conn.rollback().await?) });
+                Err(error)
+            }
+        }
     }
 
     pub(crate) fn checkout(&self) -> Result<Pooled, RepoError> {
@@ -341,11 +330,11 @@ impl Database {
 }
 
 impl Executor for Database {
-    fn with_ops(
-        &self,
-        f: &mut dyn FnMut(&mut dyn BlockingOps) -> Result<(), RepoError>,
-    ) -> Result<(), RepoError> {
-        f(self.checkout()?.ops())
+    type Mode = super::Blocking;
+    type Guard<'g> = Pooled;
+
+    async fn checkout(&self) -> Result<Pooled, RepoError> {
+        Database::checkout(self)
     }
 }
 
@@ -365,45 +354,33 @@ fn pool_builder<M: r2d2::ManageConnection>(config: &DatabaseConfig) -> r2d2::Bui
 
 /// A transaction's connection: repositories taken from it all run on it.
 pub struct Transaction<'c> {
-    connection: RefCell<&'c mut dyn BlockingOps>,
+    connection: Mutex<Option<Conn<'c>>>,
 }
 
 impl Transaction<'_> {
-    /// Users, inside this transaction.
-    pub fn users(&self) -> UserRepository<'_> {
-        UserRepository::new(self)
-    }
-
-    /// Posts, inside this transaction.
-    pub fn posts(&self) -> PostRepository<'_> {
-        PostRepository::new(self)
-    }
-
-    /// Comments, inside this transaction.
-    pub fn comments(&self) -> CommentRepository<'_> {
-        CommentRepository::new(self)
-    }
-}
-
-impl Executor for Transaction<'_> {
-    fn with_ops(
+    /// Runs `f` on the transaction's connection; see [`Database::with_conn`].
+    pub fn with_conn<T>(
         &self,
-        f: &mut dyn FnMut(&mut dyn BlockingOps) -> Result<(), RepoError>,
-    ) -> Result<(), RepoError> {
-        let mut connection = self.connection.try_borrow_mut().map_err(|_| {
-            RepoError::Connection("the transaction's connection is already in use".into())
-        })?;
-        f(&mut **connection)
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
+    ) -> Result<T, RepoError> {
+        super::with_conn(self, f)
     }
 }
 
-enum TransactionError<E> {
-    Caller(E),
-    Database(diesel::result::Error),
+impl<'c> Executor for Transaction<'c> {
+    type Mode = super::Blocking;
+    type Guard<'g>
+        = Held<'g, Conn<'c>>
+    where
+        Self: 'g;
+
+    async fn checkout(&self) -> Result<Held<'_, Conn<'c>>, RepoError> {
+        Held::take(&self.connection, "transaction")
+    }
 }
 
-impl<E> From<diesel::result::Error> for TransactionError<E> {
-    fn from(error: diesel::result::Error) -> Self {
-        Self::Database(error)
+impl<'c> ConnGuard for Held<'_, Conn<'c>> {
+    fn conn(&mut self) -> Result<Conn<'_>, RepoError> {
+        self.held().map(Conn::reborrow)
     }
 }

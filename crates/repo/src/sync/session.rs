@@ -2,18 +2,20 @@
 //! of repository calls pays for one checkout (the reference ORM's `Session`),
 //! without holding a transaction open.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use super::database::Pooled;
-use super::{CommentRepository, Database, Executor, PostRepository, UserRepository};
+use super::{Database, Held};
+use crate::Backend;
 use crate::RepoError;
-use crate::ops::BlockingOps;
+use crate::conn::Conn;
+use crate::executor::{ConnGuard, Executor, complete_now};
 
 /// A connection checked out of the pool until the session is dropped. Each
 /// call commits on its own (no transaction spans calls; use
 /// [`Database::transaction`] for that).
 pub struct Session {
-    connection: RefCell<Pooled>,
+    connection: Mutex<Option<Pooled>>,
 }
 
 impl Database {
@@ -32,36 +34,33 @@ impl Database {
     /// Checks out a connection for a sequence of calls.
     pub fn session(&self) -> Result<Session, RepoError> {
         Ok(Session {
-            connection: RefCell::new(self.checkout()?),
+            connection: Mutex::new(Some(self.checkout()?)),
         })
     }
 }
 
 impl Session {
-    /// Users, on this session's connection.
-    pub fn users(&self) -> UserRepository<'_> {
-        UserRepository::new(self)
-    }
-
-    /// Posts, on this session's connection.
-    pub fn posts(&self) -> PostRepository<'_> {
-        PostRepository::new(self)
-    }
-
-    /// Comments, on this session's connection.
-    pub fn comments(&self) -> CommentRepository<'_> {
-        CommentRepository::new(self)
+    /// Runs `f` on this session's connection: a service's own queries, with
+    /// `run!`. See [`Database::with_conn`].
+    pub fn with_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
+    ) -> Result<T, RepoError> {
+        super::with_conn(self, f)
     }
 }
 
 impl Executor for Session {
-    fn with_ops(
-        &self,
-        f: &mut dyn FnMut(&mut dyn BlockingOps) -> Result<(), RepoError>,
-    ) -> Result<(), RepoError> {
-        let mut connection = self.connection.try_borrow_mut().map_err(|_| {
-            RepoError::Connection("the session's connection is already in use".into())
-        })?;
-        f(connection.ops())
+    type Mode = super::Blocking;
+    type Guard<'g> = Held<'g, Pooled>;
+
+    async fn checkout(&self) -> Result<Held<'_, Pooled>, RepoError> {
+        Held::take(&self.connection, "session")
+    }
+}
+
+impl ConnGuard for Held<'_, Pooled> {
+    fn conn(&mut self) -> Result<Conn<'_>, RepoError> {
+        self.held()?.conn()
     }
 }

@@ -1,0 +1,283 @@
+//! [`Conn`]: the connection every operation runs on, in either mode, on
+//! either backend, and [`run!`](crate::run), which sends one Diesel statement
+//! on it.
+//!
+//! An operation is an `async fn` taking `&mut Conn<'_>`. Its statements go
+//! through `run!(conn, load(query))`, which expands the one statement for
+//! each kind of connection: diesel's sync `RunQueryDsl` on libpq and SQLite,
+//! diesel-async's awaited one on tokio-postgres. The sync arms complete at
+//! once, so in sync mode the whole operation is ready on its first poll and
+//! [`crate::executor`] runs it without a runtime. SQLite is one sync
+//! connection in both modes: async mode runs SQLite operations in place (see
+//! [`crate::executor::Executor::drive`]).
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::result::QueryResult;
+use diesel::sqlite::SqliteConnection;
+
+/// PostgreSQL over tokio-postgres (async mode).
+#[cfg(feature = "async")]
+pub use diesel_async::AsyncPgConnection;
+
+/// Without the `async` feature there is no async connection: this type has
+/// no values, so [`Conn::AsyncPostgres`] never occurs.
+#[cfg(not(feature = "async"))]
+#[derive(Debug)]
+pub enum AsyncPgConnection {}
+
+/// A borrowed connection to the database, whichever backend and mode.
+pub enum Conn<'c> {
+    /// PostgreSQL through libpq (sync mode).
+    Postgres(&'c mut PgConnection),
+    /// SQLite, in this process (both modes).
+    Sqlite(&'c mut SqliteConnection),
+    /// PostgreSQL through tokio-postgres (async mode).
+    AsyncPostgres(&'c mut AsyncPgConnection),
+}
+
+/// Which database a [`Conn`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL, either driver.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// How a transaction begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// The server's default (READ COMMITTED on PostgreSQL).
+    Default,
+    /// SERIALIZABLE on PostgreSQL.
+    Serializable,
+}
+
+/// Sends one Diesel statement on a `&mut Conn`: `run!(conn, load(query))`,
+/// `run!(conn, get_result(query))`, `run!(conn, execute(query))`, … (any
+/// method the two `RunQueryDsl`s share). The query expression is written once
+/// and built for each kind of connection; the result is a
+/// `diesel::QueryResult`. Use it inside an `async` operation: on
+/// tokio-postgres the statement is awaited.
+#[macro_export]
+macro_rules! run {
+    ($conn:expr, $method:ident($query:expr $(,)?)) => {
+        match $crate::Conn::reborrow($conn) {
+            $crate::Conn::Postgres(c) => $crate::__private::diesel::RunQueryDsl::$method($query, c),
+            $crate::Conn::Sqlite(c) => $crate::__private::diesel::RunQueryDsl::$method($query, c),
+            $crate::Conn::AsyncPostgres(c) => $crate::__async_statement!(c, $method($query)),
+        }
+    };
+}
+
+/// The async arm of [`run!`](crate::run), as this build of keel-repo has it.
+#[cfg(feature = "async")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __async_statement {
+    ($c:ident, $method:ident($query:expr)) => {
+        $crate::__private::diesel_async::RunQueryDsl::$method($query, $c).await
+    };
+}
+
+/// Without the `async` feature the async arm cannot occur.
+#[cfg(not(feature = "async"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __async_statement {
+    ($c:ident, $method:ident($query:expr)) => {
+        match *$c {}
+    };
+}
+
+impl<'c> Conn<'c> {
+    /// The same connection, borrowed for a shorter time.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Self::Postgres(c) => Conn::Postgres(c),
+            Self::Sqlite(c) => Conn::Sqlite(c),
+            Self::AsyncPostgres(c) => Conn::AsyncPostgres(c),
+        }
+    }
+
+    /// The backend at the other end.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) | Self::AsyncPostgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Runs `body` in a transaction: `Ok` commits, `Err` rolls back. Inside
+    /// another transaction it is a savepoint. On SQLite an outermost one
+    /// takes the write lock as it begins (`BEGIN IMMEDIATE`): a deferred
+    /// `BEGIN` would fail its first write at once ("database is locked",
+    /// whatever the busy timeout) when another writer committed since its
+    /// first read.
+    pub async fn transaction<T, E>(
+        &mut self,
+        body: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<diesel::result::Error>,
+    {
+        self.transaction_with(Isolation::Default, body).await
+    }
+
+    /// [`Conn::transaction`] at `isolation`.
+    pub async fn transaction_with<T, E>(
+        &mut self,
+        isolation: Isolation,
+        body: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<diesel::result::Error>,
+    {
+        self.begin(isolation).await?;
+        let result = body(self).await;
+        self.end(result).await
+    }
+
+    /// Ends the transaction [`Conn::begin`] began: commits on `Ok`, rolls
+    /// back on `Err`.
+    pub(crate) async fn end<T, E>(&mut self, result: Result<T, E>) -> Result<T, E>
+    where
+        E: From<diesel::result::Error>,
+    {
+        match result {
+            Ok(value) => {
+                self.commit().await?;
+                Ok(value)
+            }
+            Err(error) => {
+                // The body's error is the one worth reporting; a failed
+                // rollback leaves the connection broken, and its pool drops it.
+                let _ = self.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs a single write so that `Ok` means committed. libpq and SQLite
+    /// return only after the statement's implicit transaction committed.
+    /// tokio-postgres hands back the result before the server's
+    /// ReadyForQuery, i.e. before the commit: a connection lost in that
+    /// window turns an `Ok` into a lost write. There an explicit `COMMIT`,
+    /// awaited, closes the window (transaction control is not counted as a
+    /// statement).
+    pub async fn durable_write<T>(
+        &mut self,
+        write: impl AsyncFnOnce(&mut Conn<'_>) -> QueryResult<T>,
+    ) -> QueryResult<T> {
+        match self {
+            Self::AsyncPostgres(_) => self.transaction(write).await,
+            _ => write(self).await,
+        }
+    }
+
+    /// Begins a transaction (a savepoint when one is open).
+    pub(crate) async fn begin(&mut self, isolation: Isolation) -> QueryResult<()> {
+        match self {
+            Self::Postgres(c) => {
+                if isolation == Isolation::Serializable && transaction_depth(*c)?.is_none() {
+                    AnsiTransactionManager::begin_transaction_sql(
+                        *c,
+                        "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                    )
+                } else {
+                    AnsiTransactionManager::begin_transaction(*c)
+                }
+            }
+            Self::Sqlite(c) => {
+                if transaction_depth(*c)?.is_none() {
+                    AnsiTransactionManager::begin_transaction_sql(*c, "BEGIN IMMEDIATE")
+                } else {
+                    AnsiTransactionManager::begin_transaction(*c)
+                }
+            }
+            Self::AsyncPostgres(c) => async_pg::begin(c, isolation).await,
+        }
+    }
+
+    /// Commits the innermost transaction (or releases its savepoint).
+    pub(crate) async fn commit(&mut self) -> QueryResult<()> {
+        match self {
+            Self::Postgres(c) => AnsiTransactionManager::commit_transaction(*c),
+            Self::Sqlite(c) => AnsiTransactionManager::commit_transaction(*c),
+            Self::AsyncPostgres(c) => async_pg::commit(c).await,
+        }
+    }
+
+    /// Rolls the innermost transaction back (or to its savepoint).
+    pub(crate) async fn rollback(&mut self) -> QueryResult<()> {
+        match self {
+            Self::Postgres(c) => AnsiTransactionManager::rollback_transaction(*c),
+            Self::Sqlite(c) => AnsiTransactionManager::rollback_transaction(*c),
+            Self::AsyncPostgres(c) => async_pg::rollback(c).await,
+        }
+    }
+}
+
+/// How deep in transactions a sync connection is (`None`: in none).
+fn transaction_depth<C>(conn: &mut C) -> QueryResult<Option<std::num::NonZeroU32>>
+where
+    C: diesel::Connection<TransactionManager = AnsiTransactionManager>,
+{
+    AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()
+}
+
+/// Transaction control on tokio-postgres.
+#[cfg(feature = "async")]
+mod async_pg {
+    use diesel::result::QueryResult;
+    use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+
+    use super::Isolation;
+
+    pub(super) async fn begin(
+        conn: &mut AsyncPgConnection,
+        isolation: Isolation,
+    ) -> QueryResult<()> {
+        let outermost = AnsiTransactionManager::transaction_manager_status_mut(conn)
+            .transaction_depth()?
+            .is_none();
+        if isolation == Isolation::Serializable && outermost {
+            AnsiTransactionManager::begin_transaction_sql(
+                conn,
+                "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            )
+            .await
+        } else {
+            AnsiTransactionManager::begin_transaction(conn).await
+        }
+    }
+
+    pub(super) async fn commit(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+        AnsiTransactionManager::commit_transaction(conn).await
+    }
+
+    pub(super) async fn rollback(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+        AnsiTransactionManager::rollback_transaction(conn).await
+    }
+}
+
+/// Without the `async` feature there is no async connection to control.
+#[cfg(not(feature = "async"))]
+mod async_pg {
+    use diesel::result::QueryResult;
+
+    use super::{AsyncPgConnection, Isolation};
+
+    pub(super) async fn begin(conn: &mut AsyncPgConnection, _: Isolation) -> QueryResult<()> {
+        match *conn {}
+    }
+
+    pub(super) async fn commit(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+        match *conn {}
+    }
+
+    pub(super) async fn rollback(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+        match *conn {}
+    }
+}

@@ -1,0 +1,146 @@
+//! Executors: where a repository gets its connection, and what its methods
+//! return in each mode.
+//!
+//! A repository method is written once, as an `async` block handed to
+//! [`Executor::output`]. In sync mode ([`crate::sync`]) that block runs to
+//! its end at once and the method returns the `Result`; in async mode
+//! ([`crate::asynchronous`]) the method returns the block as a future. Inside
+//! it, [`call!`](crate::call) checks a connection out, runs one operation on
+//! it, and turns the result into a [`RepoError`] (after the N+1 guard's
+//! check).
+//!
+//! Every pool, session and transaction of both modes is an `Executor`, so a
+//! repository a service writes for its own tables works on all of them, as
+//! keel's own do.
+
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
+
+use crate::conn::{Backend, Conn};
+use crate::scope::check_current;
+use crate::{RepoError, error};
+
+/// A connection checked out for one call.
+pub trait ConnGuard: Send {
+    /// The connection (an error when it is no longer there: the
+    /// transaction ended, or a call on the same handle holds it).
+    fn conn(&mut self) -> Result<Conn<'_>, RepoError>;
+}
+
+/// What a repository method of executor `E` returns for a `T`: the
+/// `Result` itself (sync) or a future of it (async).
+pub type Out<'f, E, T> = <<E as Executor>::Mode as Mode>::Output<'f, T>;
+
+/// A mode: how a method's body becomes its result. [`crate::sync::Blocking`]
+/// and [`crate::asynchronous::Async`] are the two.
+pub trait Mode {
+    /// A method's result: `Result<T, RepoError>` in sync mode, a `Send`
+    /// future of it in async mode.
+    type Output<'f, T>
+    where
+        T: 'f;
+
+    /// Turns a method's body into what the method returns.
+    fn output<'f, T: 'f>(
+        body: impl Future<Output = Result<T, RepoError>> + Send + 'f,
+    ) -> Self::Output<'f, T>;
+}
+
+/// A source of connections: a pool, a session or a transaction, sync or async.
+pub trait Executor: Sync {
+    /// Sync or async.
+    type Mode: Mode;
+
+    /// The checked-out connection.
+    type Guard<'g>: ConnGuard
+    where
+        Self: 'g;
+
+    /// Checks a connection out (the pool), or takes the one it holds (a
+    /// session, a transaction).
+    fn checkout(&self) -> impl Future<Output = Result<Self::Guard<'_>, RepoError>> + Send;
+
+    /// Turns a repository method's body into what the method returns in
+    /// this executor's mode.
+    fn output<'f, T: 'f>(
+        &self,
+        body: impl Future<Output = Result<T, RepoError>> + Send + 'f,
+    ) -> Out<'f, Self, T>
+    where
+        Self: Sized,
+    {
+        Self::Mode::output(body)
+    }
+
+    /// Where `insert_many` loads with `COPY` from async code: an async
+    /// PostgreSQL pool's blocking lane.
+    #[doc(hidden)]
+    #[cfg(all(feature = "async", feature = "sync"))]
+    fn blocking_lane(&self) -> Option<&std::sync::Arc<crate::asynchronous::BlockingLane>> {
+        None
+    }
+}
+
+/// Runs one operation on a connection from an executor, inside a
+/// repository method's body (an `async` block), and returns
+/// `Result<T, RepoError>`:
+///
+/// ```ignore
+/// let user = keel_repo::call!(db, |conn| user_by_id(conn, id).await)?;
+/// ```
+///
+/// `$operation` is an expression over `conn: &mut Conn<'_>`, awaited where
+/// it needs to be (`run!(conn, …)`, `my_operation(conn, id).await`). A failed
+/// checkout returns from the body with its error (`?`).
+#[macro_export]
+macro_rules! call {
+    ($executor:expr, |$conn:ident| $operation:expr) => {{
+        let executor = $executor;
+        let mut guard = $crate::Executor::checkout(executor).await?;
+        let mut connection = $crate::ConnGuard::conn(&mut guard)?;
+        let backend = connection.backend();
+        let result = {
+            let $conn = &mut connection;
+            $crate::executor::drive(backend, async { $operation }).await
+        };
+        $crate::executor::finish(&mut connection, result)
+    }};
+}
+
+/// Runs one operation's future. A SQLite operation blocks: on a tokio
+/// worker (async mode, or sync mode called from async code) it runs in place
+/// with `block_in_place`; everything else is awaited as it is.
+#[doc(hidden)]
+pub async fn drive<F: Future>(backend: Backend, operation: F) -> F::Output {
+    #[cfg(feature = "async")]
+    if backend == Backend::Sqlite {
+        return crate::asynchronous::in_place(operation).await;
+    }
+    let _ = backend;
+    operation.await
+}
+
+/// After an operation: its error as a [`RepoError`] (a SQLite unique
+/// violation names its index, read from the catalog on the same
+/// connection), then the N+1 guard's check in strict mode.
+#[doc(hidden)]
+pub fn finish<T>(conn: &mut Conn<'_>, result: diesel::QueryResult<T>) -> Result<T, RepoError> {
+    check_current(result.map_err(|e| error::from_diesel(conn, e)))
+}
+
+/// Runs a future that completes on its first poll (sync mode: every
+/// statement already ran). One that is still pending (it awaited something
+/// other than keel's sync connections) is an error, not a hang.
+pub(crate) fn complete_now<T>(
+    body: impl Future<Output = Result<T, RepoError>>,
+) -> Result<T, RepoError> {
+    let mut body = pin!(body);
+    match Pin::as_mut(&mut body).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(RepoError::Connection(
+            "a sync call awaited something that was not ready: sync executors run only work \
+             that completes without waiting (use the async executors for that)"
+                .to_owned(),
+        )),
+    }
+}

@@ -1,0 +1,36 @@
+//! keel's own tables, each one module written on the public core the way a
+//! service writes its own: queries, operations, repository, eager-loading
+//! types and input checks. Nothing below this module knows these tables.
+
+pub mod comments;
+pub mod posts;
+pub mod users;
+
+use crate::catalog::ColumnInfo;
+use crate::explain::ExplainedQuery;
+
+/// Every query keel's tables show to `keel explain`, in order.
+pub fn explained_queries() -> Vec<ExplainedQuery> {
+    let mut queries = users::explained_queries();
+    queries.extend(posts::explained_queries());
+    queries.extend(comments::explained_queries());
+    queries
+}
+
+/// The columns the compiled schema (`keel-schema`) expects, for `keel doctor`'s
+/// drift check.
+pub fn compiled_columns() -> Vec<ColumnInfo> {
+    use diesel::QueryDsl;
+    use keel_schema::{comments, posts, users};
+    let mut columns = crate::doctor::columns_of("users", &users::table.select(users::all_columns));
+    columns.extend(crate::doctor::columns_of(
+        "posts",
+        &posts::table.select(posts::all_columns),
+    ));
+    columns.extend(crate::doctor::columns_of(
+        "comments",
+        &comments::table.select(comments::all_columns),
+    ));
+    columns.sort();
+    columns
+}

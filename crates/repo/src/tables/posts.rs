@@ -1,0 +1,389 @@
+//! The `posts` table: its queries, operations, repository, eager-loading
+//! result types and input checks.
+
+use diesel::backend::Backend;
+use diesel::dsl::{self, AsSelect};
+use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use keel_models::{Comment, NewPost, Post, PostChangeset, User};
+use keel_schema::{posts, users};
+use serde::Serialize;
+
+use super::comments::{CommentsQuery, comments_matching, comments_of_posts};
+use crate::explain::{self, ExplainedQuery};
+use crate::loading::{InIdList, group_by_key};
+use crate::page::{MAX_PAGE_SIZE, deleted, found};
+use crate::{Conn, Executor, Out, RepoError, TableSize, bulk, call, run, validate};
+
+// ---- queries ----------------------------------------------------------------
+
+/// One post by id.
+#[dsl::auto_type]
+pub fn post_by_id<DB: Backend>(id: i32) -> _ {
+    let select: AsSelect<Post, DB> = Post::as_select();
+    posts::table.find(id).select(select)
+}
+
+/// A post with its author: one statement, an inner join (many-to-one).
+#[dsl::auto_type]
+pub fn post_with_author<DB: Backend>(id: i32) -> _ {
+    let post: AsSelect<Post, DB> = Post::as_select();
+    let author: AsSelect<User, DB> = User::as_select();
+    posts::table
+        .inner_join(users::table)
+        .filter(posts::id.eq(id))
+        .select((post, author))
+}
+
+/// An author's posts, oldest first.
+#[dsl::auto_type]
+pub fn posts_by_author<DB: Backend>(author_id: i32) -> _ {
+    let select: AsSelect<Post, DB> = Post::as_select();
+    posts::table
+        .filter(posts::author_id.eq(author_id))
+        .order(posts::id.asc())
+        .select(select)
+}
+
+/// The posts of the user with this email: posts joined to users.
+#[dsl::auto_type]
+pub fn posts_by_author_email<'a, DB: Backend>(email: &'a str) -> _ {
+    let select: AsSelect<Post, DB> = Post::as_select();
+    posts::table
+        .inner_join(users::table)
+        .filter(users::email.eq(email))
+        .order(posts::id.asc())
+        .select(select)
+}
+
+/// Posts of many authors at once: one level of an eager load (what
+/// `Post::belonging_to(&users)` selects), the ids bound as one value.
+#[dsl::auto_type]
+pub fn posts_of_authors<'a, DB: Backend>(author_ids: &'a [i32]) -> _ {
+    let select: AsSelect<Post, DB> = Post::as_select();
+    let authors: InIdList<posts::author_id> = InIdList::new(posts::author_id, author_ids);
+    posts::table
+        .filter(authors)
+        .order(posts::id.asc())
+        .select(select)
+}
+
+/// How many posts there are, and the highest id.
+#[dsl::auto_type]
+pub fn post_count_and_max_id() -> _ {
+    let highest: diesel::helper_types::max<posts::id> = dsl::max(posts::id);
+    posts::table.select((dsl::count_star(), highest))
+}
+
+// ---- operations -------------------------------------------------------------
+
+async fn insert_post(conn: &mut Conn<'_>, post: &NewPost) -> diesel::QueryResult<Post> {
+    conn.durable_write(async |c| {
+        run!(
+            c,
+            get_result(
+                diesel::insert_into(posts::table)
+                    .values(post)
+                    .returning(Post::as_returning())
+            )
+        )
+    })
+    .await
+}
+
+async fn update_post(
+    conn: &mut Conn<'_>,
+    id: i32,
+    changes: &PostChangeset,
+) -> diesel::QueryResult<Option<Post>> {
+    conn.durable_write(async |c| {
+        run!(
+            c,
+            get_result(
+                diesel::update(posts::table.find(id))
+                    .set(changes)
+                    .returning(Post::as_returning())
+            )
+        )
+        .optional()
+    })
+    .await
+}
+
+async fn delete_post(conn: &mut Conn<'_>, id: i32) -> diesel::QueryResult<usize> {
+    conn.durable_write(async |c| run!(c, execute(diesel::delete(posts::table.find(id)))))
+        .await
+}
+
+async fn post_with_author_and_comments(
+    conn: &mut Conn<'_>,
+    id: i32,
+) -> diesel::QueryResult<Option<PostWithAuthorAndComments>> {
+    let Some((post, author)) = run!(conn, get_result(post_with_author(id))).optional()? else {
+        return Ok(None);
+    };
+    let comments = run!(conn, load(comments_of_posts(&[post.id])))?;
+    Ok(Some(PostWithAuthorAndComments {
+        post,
+        author,
+        comments,
+    }))
+}
+
+fn copy_posts(conn: &mut diesel::pg::PgConnection, rows: &[NewPost]) -> diesel::QueryResult<usize> {
+    diesel::ExecuteCopyFromDsl::execute(diesel::copy_from(posts::table).from_insertable(rows), conn)
+}
+
+/// Rows per multi-row `INSERT` of `NewPost` (3 columns).
+const CHUNK: usize = bulk::rows_per_statement(3);
+
+// ---- eager-loading results ----------------------------------------------------
+
+/// A post with every comment on it, loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostWithComments {
+    /// The post.
+    pub post: Post,
+    /// Its comments, oldest first.
+    pub comments: Vec<Comment>,
+}
+
+/// A post with its author and its comments, loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostWithAuthorAndComments {
+    /// The post.
+    pub post: Post,
+    /// Who wrote it.
+    pub author: User,
+    /// Its comments, oldest first.
+    pub comments: Vec<Comment>,
+}
+
+/// Each post with its comments, from one load of the comments of them all.
+pub(crate) fn posts_with_comments(
+    posts: Vec<Post>,
+    comments: Vec<Comment>,
+) -> Vec<PostWithComments> {
+    let mut grouped = group_by_key(comments, &posts, |c| c.post_id, |p| p.id);
+    posts
+        .into_iter()
+        .map(|post| {
+            let comments = grouped.remove(&post.id).unwrap_or_default();
+            PostWithComments { post, comments }
+        })
+        .collect()
+}
+
+// ---- input checks ---------------------------------------------------------------
+
+fn check_new_post(post: &NewPost) -> Result<(), RepoError> {
+    validate::required_text("title", &post.title, Some(200))?;
+    validate::required_text("content", &post.content, None)?;
+    validate::id("author_id", post.author_id)
+}
+
+fn check_changeset(changes: &PostChangeset) -> Result<(), RepoError> {
+    if let Some(title) = &changes.title {
+        validate::required_text("title", title, Some(200))?;
+    }
+    if let Some(content) = &changes.content {
+        validate::required_text("content", content, None)?;
+    }
+    Ok(())
+}
+
+// ---- repository -------------------------------------------------------------------
+
+/// Posts: writes, lookups, the join by author email, and a post's comments.
+pub struct PostRepository<'a, E> {
+    db: &'a E,
+}
+
+/// `posts()` on every executor.
+pub trait PostsExt: Executor + Sized {
+    /// Posts, on this executor's connections.
+    fn posts(&self) -> PostRepository<'_, Self> {
+        PostRepository { db: self }
+    }
+}
+
+impl<E: Executor> PostsExt for E {}
+
+impl<'a, E: Executor> PostRepository<'a, E> {
+    /// Inserts a post; an author that does not exist is `RelatedMissing`.
+    pub fn create<'s>(&self, post: &'s NewPost) -> Out<'s, E, Post>
+    where
+        'a: 's,
+    {
+        let db = self.db;
+        db.output(async move {
+            check_new_post(post)?;
+            call!(db, |conn| insert_post(conn, post).await)
+                .map_err(|e| e.naming_related("author_id"))
+        })
+    }
+
+    /// Inserts many posts in one transaction, one multi-row `INSERT` per
+    /// chunk that fits the bind limit. All or nothing.
+    pub fn create_many<'s>(&self, posts: &'s [NewPost]) -> Out<'s, E, Vec<Post>>
+    where
+        'a: 's,
+    {
+        let db = self.db;
+        db.output(async move {
+            posts.iter().try_for_each(check_new_post)?;
+            bulk::create_many::<E, posts::table, NewPost, Post, CHUNK>(db, posts::table, posts)
+                .await
+                .map_err(|e| e.naming_related("author_id"))
+        })
+    }
+
+    /// Loads many posts without reading them back; see
+    /// `UserRepository::insert_many`.
+    pub fn insert_many<'s>(&self, posts: &'s [NewPost]) -> Out<'s, E, usize>
+    where
+        'a: 's,
+    {
+        let db = self.db;
+        db.output(async move {
+            posts.iter().try_for_each(check_new_post)?;
+            bulk::insert_many::<E, posts::table, NewPost, CHUNK>(
+                db,
+                posts::table,
+                posts,
+                copy_posts,
+            )
+            .await
+            .map_err(|e| e.naming_related("author_id"))
+        })
+    }
+
+    /// The post with this id. 1 statement.
+    pub fn get_by_id(&self, id: i32) -> Out<'a, E, Post> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("id", id)?;
+            let post = call!(db, |conn| run!(conn, get_result(post_by_id(id))).optional())?;
+            found(post, "post", || format!("id {id}"))
+        })
+    }
+
+    /// A post and its author in 1 statement (inner join).
+    pub fn get_with_author(&self, id: i32) -> Out<'a, E, (Post, User)> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("id", id)?;
+            let row = call!(db, |conn| run!(conn, get_result(post_with_author(id)))
+                .optional())?;
+            found(row, "post", || format!("id {id}"))
+        })
+    }
+
+    /// A post with its author (joined) and its comments: 2 statements.
+    pub fn post_with_author_and_comments(&self, id: i32) -> Out<'a, E, PostWithAuthorAndComments> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("id", id)?;
+            let post = call!(db, |conn| post_with_author_and_comments(conn, id).await)?;
+            found(post, "post", || format!("id {id}"))
+        })
+    }
+
+    /// Applies `changes` and returns the post as stored.
+    pub fn update<'s>(&self, id: i32, changes: &'s PostChangeset) -> Out<'s, E, Post>
+    where
+        'a: 's,
+    {
+        let db = self.db;
+        db.output(async move {
+            validate::id("id", id)?;
+            check_changeset(changes)?;
+            let post = if *changes == PostChangeset::default() {
+                call!(db, |conn| run!(conn, get_result(post_by_id(id))).optional())?
+            } else {
+                call!(db, |conn| update_post(conn, id, changes).await)?
+            };
+            found(post, "post", || format!("id {id}"))
+        })
+    }
+
+    /// An author's posts, oldest first. 1 statement.
+    pub fn by_author(&self, author_id: i32) -> Out<'a, E, Vec<Post>> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("author_id", author_id)?;
+            call!(db, |conn| run!(conn, load(posts_by_author(author_id))))
+        })
+    }
+
+    /// The posts of the user with this email: posts joined to users. 1 statement.
+    pub fn by_author_email<'s>(&self, email: &'s str) -> Out<'s, E, Vec<Post>>
+    where
+        'a: 's,
+    {
+        let db = self.db;
+        db.output(async move {
+            validate::email(email)?;
+            call!(db, |conn| run!(conn, load(posts_by_author_email(email))))
+        })
+    }
+
+    /// A post's comments as a query to refine (author, cursor, order,
+    /// limit) before [`PostRepository::load_comments`] runs it.
+    pub fn comments_query(&self, post_id: i32) -> CommentsQuery {
+        CommentsQuery::new(post_id)
+    }
+
+    /// Runs a [`CommentsQuery`]. 1 statement.
+    pub fn load_comments<'s>(&self, query: &'s CommentsQuery) -> Out<'s, E, Vec<Comment>>
+    where
+        'a: 's,
+    {
+        let db = self.db;
+        db.output(async move {
+            validate::id("post_id", query.post_id)?;
+            if let Some(limit) = query.limit {
+                validate::limit(limit, MAX_PAGE_SIZE)?;
+            }
+            call!(db, |conn| comments_matching(conn, query).await)
+        })
+    }
+
+    /// Deletes a post and, by cascade, its comments.
+    pub fn delete(&self, id: i32) -> Out<'a, E, ()> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("id", id)?;
+            let rows = call!(db, |conn| delete_post(conn, id).await)?;
+            deleted(rows, "post", id)
+        })
+    }
+
+    /// Rows in the table and the highest id: 1 statement.
+    pub fn size(&self) -> Out<'a, E, TableSize> {
+        let db = self.db;
+        db.output(async move {
+            let (rows, max_id) = call!(db, |conn| run!(conn, get_result(post_count_and_max_id())))?;
+            Ok(TableSize { rows, max_id })
+        })
+    }
+}
+
+// ---- registrations -----------------------------------------------------------------
+
+/// The queries `keel explain` shows for this table, with sample arguments.
+pub(crate) fn explained_queries() -> Vec<ExplainedQuery> {
+    vec![
+        ExplainedQuery {
+            name: "posts_of_authors",
+            description: "eager load level 2: posts of many users",
+            needs_index: true,
+            explain: |conn| explain::explain!(conn, posts_of_authors(&[1, 2, 3])),
+        },
+        ExplainedQuery {
+            name: "posts_by_author_email",
+            description: "posts joined to users by email (PostRepository::by_author_email)",
+            needs_index: true,
+            explain: |conn| explain::explain!(conn, posts_by_author_email("user1@example.com")),
+        },
+    ]
+}
