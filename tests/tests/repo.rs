@@ -4,6 +4,7 @@
 
 use diesel::connection::SimpleConnection;
 use keel_models::{NewComment, NewPost, NewUser, UserChangeset};
+use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
 use keel_repo::{DatabaseConfig, RepoError};
 use keel_tests::TestDatabase;
 
@@ -718,18 +719,8 @@ mod transactions {
         .await;
     }
 
-    /// `KEEL_SQLITE_CALLS=blocking-pool`: the same promises with every
-    /// SQLite call sent to tokio's blocking pool.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn async_sqlite_with_calls_on_the_blocking_pool() {
-        let fixture = keel_tests::SqliteTestDatabase::create();
-        let mut config = config(&fixture);
-        config.sqlite_calls = keel_repo::SqliteCalls::BlockingPool;
-        async_commit_and_rollback(&AsyncDatabase::connect(&config).await.expect("pool")).await;
-    }
-
     /// On a current-thread runtime (where `block_in_place` is not allowed)
-    /// async SQLite still works: its calls go to the blocking pool.
+    /// async SQLite still works: its calls run directly on the thread.
     #[tokio::test(flavor = "current_thread")]
     async fn async_sqlite_on_a_current_thread_runtime() {
         let fixture = keel_tests::SqliteTestDatabase::create();

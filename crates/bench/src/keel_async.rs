@@ -2,6 +2,7 @@
 //! using only its public repositories, each step driven to completion on the
 //! bench's one tokio runtime.
 
+use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
 use std::sync::Arc;
 use std::time::Instant;
 

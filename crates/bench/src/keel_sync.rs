@@ -1,6 +1,7 @@
 //! The steps through keel-repo's blocking API (`keel_repo::sync`), using
 //! only its public repositories.
 
+use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
 use std::time::Instant;
 
 use keel_repo::sync::Database;

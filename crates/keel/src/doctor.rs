@@ -43,9 +43,10 @@ pub(crate) fn run(
             column: None,
         })
         .collect();
+    let compiled = keel_repo::tables::compiled_columns();
     findings.extend(match AnyConnection::establish(config)? {
-        AnyConnection::Postgres(mut conn) => doctor::diagnose(&mut conn)?,
-        AnyConnection::Sqlite(mut conn) => doctor::diagnose(&mut conn)?,
+        AnyConnection::Postgres(mut conn) => doctor::diagnose(&mut conn, &compiled)?,
+        AnyConnection::Sqlite(mut conn) => doctor::diagnose(&mut conn, &compiled)?,
     });
     let report = Report {
         database: config.url.to_string(),

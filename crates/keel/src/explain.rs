@@ -1,7 +1,7 @@
 //! `keel explain [NAME]`: the database's plan for each named repository
 //! query, flagging a full scan where an index should serve.
 
-use keel_repo::explain::{self, NAMED_QUERIES, Plan};
+use keel_repo::explain::Plan;
 use keel_repo::{AnyConnection, DatabaseConfig};
 
 /// Options of `keel explain`.
@@ -18,12 +18,13 @@ pub(crate) fn run(
     config: &DatabaseConfig,
     args: &ExplainArgs,
 ) -> Result<bool, Box<dyn std::error::Error>> {
-    let selected: Vec<_> = NAMED_QUERIES
+    let queries = keel_repo::tables::explained_queries();
+    let selected: Vec<_> = queries
         .iter()
         .filter(|q| args.name.as_deref().is_none_or(|name| name == q.name))
         .collect();
     if selected.is_empty() {
-        let names: Vec<&str> = NAMED_QUERIES.iter().map(|q| q.name).collect();
+        let names: Vec<&str> = queries.iter().map(|q| q.name).collect();
         return Err(format!(
             "no query named `{}`; known: {}",
             args.name.as_deref().unwrap_or_default(),
@@ -34,11 +35,7 @@ pub(crate) fn run(
     let mut connection = AnyConnection::establish(config)?;
     let mut healthy = true;
     for query in selected {
-        let plan: Option<Plan> = match &mut connection {
-            AnyConnection::Postgres(conn) => explain::explain_named_postgres(conn, query.name)?,
-            AnyConnection::Sqlite(conn) => explain::explain_named_sqlite(conn, query.name)?,
-        };
-        let Some(plan) = plan else { continue };
+        let plan: Plan = (query.explain)(&mut connection.conn())?;
         let flagged = query.needs_index && !plan.full_scans.is_empty();
         healthy &= !flagged;
         println!("{} - {}", query.name, query.description);

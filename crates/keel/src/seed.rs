@@ -7,6 +7,7 @@
 //! killed leaves whole chunks only, and the next run continues after the
 //! last id of each table, or says why it cannot.
 
+use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
 use std::io::IsTerminal;
 use std::time::Instant;
 
@@ -76,7 +77,7 @@ pub(crate) async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), 
     // first would miss that chunk, and this run would load it again. Then the
     // id sequences follow on from the rows committed (a killed run's
     // rolled-back chunk consumed sequence values).
-    db.users().restart_id_sequences().await?;
+    keel_repo::maintenance::restart_id_sequences(db).await?;
     let sizes = db.users().table_sizes().await?;
     let users_done = done("users", sizes.users, workload.user_count())?;
     let posts_done = done("posts", sizes.posts, workload.post_count())?;

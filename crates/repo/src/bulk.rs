@@ -10,13 +10,11 @@
 //! costs about as much as running it. Only the last, shorter chunk goes as a
 //! slice.
 
-use diesel::dsl::{AsSelect, Returning};
 use diesel::pg::PgConnection;
-use diesel::query_builder::{InsertStatement, Query};
-use diesel::query_dsl::LoadQuery;
+use diesel::query_builder::InsertStatement;
 use diesel::query_dsl::methods::ExecuteDsl;
 use diesel::sqlite::SqliteConnection;
-use diesel::{Insertable, QueryResult, Selectable, SelectableHelper, Table};
+use diesel::{Insertable, QueryResult, Table};
 
 use crate::conn::{AsyncPgConnection, Conn, Isolation};
 use crate::{Executor, RepoError, call};
@@ -45,17 +43,6 @@ impl<S: diesel_async::methods::ExecuteDsl<AsyncPgConnection>> AsyncExecute for S
 pub trait AsyncExecute {}
 #[cfg(not(feature = "async"))]
 impl<S> AsyncExecute for S {}
-
-/// Loading rows of a statement on tokio-postgres, where this build has it.
-#[cfg(feature = "async")]
-pub trait AsyncLoad<'a, M>: diesel_async::methods::LoadQuery<'a, AsyncPgConnection, M> {}
-#[cfg(feature = "async")]
-impl<'a, M, S: diesel_async::methods::LoadQuery<'a, AsyncPgConnection, M>> AsyncLoad<'a, M> for S {}
-/// Without the `async` feature there is nothing to require.
-#[cfg(not(feature = "async"))]
-pub trait AsyncLoad<'a, M> {}
-#[cfg(not(feature = "async"))]
-impl<M, S> AsyncLoad<'_, M> for S {}
 
 /// The `INSERT` of one chunk of `R` rows into `T`.
 type InsertOf<'a, T, C> = InsertStatement<T, <&'a C as Insertable<T>>::Values>;
@@ -110,126 +97,6 @@ where
         inserted += execute(conn, diesel::insert_into(table).values(rest)).await?;
     }
     Ok(inserted)
-}
-
-/// `INSERT … RETURNING` of one chunk, read back as `M`.
-type ReturningOf<'a, T, C, M, DB> = Returning<InsertOf<'a, T, C>, AsSelect<M, DB>>;
-
-/// Inserts `rows` and reads them back as stored, one statement per chunk of
-/// `N` rows, in the caller's transaction (or none).
-pub async fn insert_chunks_returning<'a, T, R, M, const N: usize>(
-    conn: &mut Conn<'_>,
-    table: T,
-    rows: &'a [R],
-) -> QueryResult<Vec<M>>
-where
-    T: Table + Copy + 'a,
-    M: Selectable<diesel::pg::Pg> + Selectable<diesel::sqlite::Sqlite> + Send + 'a,
-    &'a [R; N]: Insertable<T>,
-    &'a [R]: Insertable<T>,
-    ReturningOf<'a, T, [R; N], M, diesel::pg::Pg>:
-        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
-    ReturningOf<'a, T, [R; N], M, diesel::sqlite::Sqlite>:
-        Query + LoadQuery<'a, SqliteConnection, M>,
-    ReturningOf<'a, T, [R], M, diesel::pg::Pg>:
-        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
-    ReturningOf<'a, T, [R], M, diesel::sqlite::Sqlite>: Query + LoadQuery<'a, SqliteConnection, M>,
-{
-    let (full, rest) = rows.as_chunks::<N>();
-    let mut inserted = Vec::with_capacity(rows.len());
-    for chunk in full {
-        inserted.extend(returning::<T, [R; N], M>(conn, table, chunk).await?);
-    }
-    if !rest.is_empty() {
-        inserted.extend(returning::<T, [R], M>(conn, table, rest).await?);
-    }
-    Ok(inserted)
-}
-
-/// One `INSERT … RETURNING`, each backend selecting `M` its own way.
-async fn returning<'a, T, C, M>(conn: &mut Conn<'_>, table: T, chunk: &'a C) -> QueryResult<Vec<M>>
-where
-    T: Table + Copy + 'a,
-    C: ?Sized,
-    M: Selectable<diesel::pg::Pg> + Selectable<diesel::sqlite::Sqlite> + Send + 'a,
-    &'a C: Insertable<T>,
-    ReturningOf<'a, T, C, M, diesel::pg::Pg>:
-        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
-    ReturningOf<'a, T, C, M, diesel::sqlite::Sqlite>: Query + LoadQuery<'a, SqliteConnection, M>,
-{
-    match conn {
-        Conn::Postgres(c) => {
-            let statement = diesel::insert_into(table)
-                .values(chunk)
-                .returning(M::as_returning());
-            diesel::RunQueryDsl::get_results(statement, &mut **c)
-        }
-        Conn::Sqlite(c) => {
-            let statement = diesel::insert_into(table)
-                .values(chunk)
-                .returning(M::as_returning());
-            diesel::RunQueryDsl::get_results(statement, &mut **c)
-        }
-        Conn::AsyncPostgres(c) => async_returning::<T, C, M>(c, table, chunk).await,
-    }
-}
-
-#[cfg(feature = "async")]
-async fn async_returning<'a, T, C, M>(
-    conn: &mut AsyncPgConnection,
-    table: T,
-    chunk: &'a C,
-) -> QueryResult<Vec<M>>
-where
-    T: Table + Copy + 'a,
-    C: ?Sized,
-    M: Selectable<diesel::pg::Pg> + Send + 'a,
-    &'a C: Insertable<T>,
-    ReturningOf<'a, T, C, M, diesel::pg::Pg>: Query + AsyncLoad<'a, M>,
-{
-    let statement = diesel::insert_into(table)
-        .values(chunk)
-        .returning(M::as_returning());
-    diesel_async::RunQueryDsl::get_results(statement, conn).await
-}
-
-#[cfg(not(feature = "async"))]
-async fn async_returning<T, C: ?Sized, M>(
-    conn: &mut AsyncPgConnection,
-    _: T,
-    _: &C,
-) -> QueryResult<Vec<M>> {
-    match *conn {}
-}
-
-/// `create_many` of a repository: `rows` inserted and read back, all in one
-/// transaction.
-pub async fn create_many<'a, E, T, R, M, const N: usize>(
-    db: &E,
-    table: T,
-    rows: &'a [R],
-) -> Result<Vec<M>, RepoError>
-where
-    E: Executor,
-    T: Table + Copy + Send + Sync + 'a,
-    R: Sync,
-    M: Selectable<diesel::pg::Pg> + Selectable<diesel::sqlite::Sqlite> + Send + 'a,
-    &'a [R; N]: Insertable<T>,
-    &'a [R]: Insertable<T>,
-    ReturningOf<'a, T, [R; N], M, diesel::pg::Pg>:
-        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
-    ReturningOf<'a, T, [R; N], M, diesel::sqlite::Sqlite>:
-        Query + LoadQuery<'a, SqliteConnection, M>,
-    ReturningOf<'a, T, [R], M, diesel::pg::Pg>:
-        Query + LoadQuery<'a, PgConnection, M> + AsyncLoad<'a, M>,
-    ReturningOf<'a, T, [R], M, diesel::sqlite::Sqlite>: Query + LoadQuery<'a, SqliteConnection, M>,
-{
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    call!(db, |conn| conn
-        .transaction(async |c| insert_chunks_returning::<T, R, M, N>(c, table, rows).await)
-        .await)
 }
 
 /// `insert_many` of a repository: `rows` loaded without reading them back,

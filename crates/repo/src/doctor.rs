@@ -129,7 +129,7 @@ pub fn diagnose(conn: &mut impl Catalog, compiled: &[ColumnInfo]) -> QueryResult
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+
 
     #[test]
     fn compiled_columns_are_read_from_the_schema() {

@@ -113,6 +113,7 @@ pub use instrumentation::StatementCounter;
 pub use page::{MAX_PAGE_SIZE, Page, TableSize};
 pub use retry::{RetryPolicy, RetryableError};
 pub use scope::{QueryScope, RepeatedStatement};
+pub use tables::TableSizes;
 pub use tables::comments::{CommentRepository, CommentsExt, CommentsQuery};
 pub use tables::posts::{PostRepository, PostWithAuthorAndComments, PostWithComments, PostsExt};
 pub use tables::users::{UserRepository, UserWithPosts, UserWithPostsAndComments, UsersExt};

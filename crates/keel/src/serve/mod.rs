@@ -12,6 +12,7 @@ mod health;
 mod metrics;
 mod routes;
 
+use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;

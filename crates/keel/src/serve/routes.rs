@@ -1,6 +1,7 @@
 //! The endpoints: each handler parses its input, makes one repository call
 //! (eager loads included) and returns JSON.
 
+use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
 use std::sync::Arc;
 
 use axum::extract::State;

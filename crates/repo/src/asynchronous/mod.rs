@@ -25,7 +25,7 @@ pub(crate) use sqlite_calls::in_place;
 use std::pin::Pin;
 
 use crate::RepoError;
-use crate::conn::{Backend, Conn};
+use crate::conn::Conn;
 use crate::executor::{ConnGuard, Executor, Mode, finish};
 
 /// Async mode: a method returns its body as a boxed `Send` future.

@@ -25,10 +25,11 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-use crate::{DatabaseConfig, RepoError, StatementCounter};
+use crate::{DatabaseConfig, StatementCounter};
 
 /// PostgreSQL's manager: diesel-async's, counting statements on each connection.
-pub(crate) type PgManager = AsyncDieselConnectionManager<AsyncPgConnection>;
+#[doc(hidden)]
+pub type PgManager = AsyncDieselConnectionManager<AsyncPgConnection>;
 
 pub(crate) fn pg_manager(
     config: &DatabaseConfig,
@@ -65,7 +66,8 @@ pub(crate) fn pg_manager(
 
 /// SQLite's manager: opens a sync connection (off the runtime: opening the
 /// file may wait on a lock), sets the pragmas and the statement counter.
-pub(crate) struct SqliteManager {
+#[doc(hidden)]
+pub struct SqliteManager {
     path: String,
     pragmas: String,
     statements: StatementCounter,

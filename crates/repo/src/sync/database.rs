@@ -31,7 +31,7 @@ use crate::conn::{Conn, Isolation};
 use crate::error::ErrorClass;
 use crate::executor::{ConnGuard, Executor, complete_now};
 use crate::{
-    Backend, DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
+    DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
 };
 
 /// A pool of sync connections to one database, PostgreSQL or SQLite as its
@@ -64,13 +64,15 @@ impl ConnGuard for Pooled {
 }
 
 /// A pooled connection and whether it has been seen to be gone.
-pub(crate) struct Tracked<C> {
+#[doc(hidden)]
+pub struct Tracked<C> {
     conn: C,
     lost: Arc<AtomicBool>,
 }
 
 /// diesel's r2d2 manager, plus the lost flag in `has_broken`.
-pub(crate) struct Manager<C: R2D2Connection + 'static> {
+#[doc(hidden)]
+pub struct Manager<C: R2D2Connection + 'static> {
     inner: ConnectionManager<C>,
 }
 

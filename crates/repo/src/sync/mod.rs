@@ -12,7 +12,7 @@ pub use session::Session;
 use std::sync::Mutex;
 
 use crate::RepoError;
-use crate::conn::{Backend, Conn};
+use crate::conn::Conn;
 use crate::executor::{ConnGuard, Executor, Mode, complete_now, finish};
 
 /// Sync mode: a method's body runs to its end at once (every statement is a

@@ -6,10 +6,9 @@ use std::sync::Mutex;
 
 use super::database::Pooled;
 use super::{Database, Held};
-use crate::Backend;
 use crate::RepoError;
 use crate::conn::Conn;
-use crate::executor::{ConnGuard, Executor, complete_now};
+use crate::executor::{ConnGuard, Executor};
 
 /// A connection checked out of the pool until the session is dropped. Each
 /// call commits on its own (no transaction spans calls; use

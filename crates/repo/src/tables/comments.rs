@@ -191,6 +191,12 @@ impl CommentsQuery {
 
 // ---- operations -------------------------------------------------------------
 
+/// Rows in the table and the highest id.
+pub(crate) async fn size(conn: &mut Conn<'_>) -> diesel::QueryResult<TableSize> {
+    let (rows, max_id) = run!(conn, get_result(comment_count_and_max_id()))?;
+    Ok(TableSize { rows, max_id })
+}
+
 async fn insert_comment(conn: &mut Conn<'_>, comment: &NewComment) -> diesel::QueryResult<Comment> {
     conn.durable_write(async |c| {
         run!(
@@ -218,6 +224,26 @@ fn copy_comments(
         diesel::copy_from(comments::table).from_insertable(rows),
         conn,
     )
+}
+
+/// Inserts `rows` and reads them back, one multi-row `INSERT … RETURNING`
+/// per chunk, in one transaction.
+async fn insert_comments(
+    conn: &mut Conn<'_>,
+    rows: &[NewComment],
+) -> diesel::QueryResult<Vec<Comment>> {
+    conn.transaction(async |c| {
+        let mut stored = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(CHUNK) {
+            let insert = diesel::insert_into(comments::table).values(chunk);
+            stored.extend(run!(
+                c,
+                get_results(insert.returning(Comment::as_returning()))
+            )?);
+        }
+        Ok(stored)
+    })
+    .await
 }
 
 /// Rows per multi-row `INSERT` of `NewComment` (3 columns).
@@ -272,13 +298,11 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             comments.iter().try_for_each(check_new_comment)?;
-            bulk::create_many::<E, comments::table, NewComment, Comment, CHUNK>(
-                db,
-                comments::table,
-                comments,
-            )
-            .await
-            .map_err(|e| e.naming_related(FOREIGN_KEYS))
+            if comments.is_empty() {
+                return Ok(Vec::new());
+            }
+            call!(db, |conn| insert_comments(conn, comments).await)
+                .map_err(|e| e.naming_related(FOREIGN_KEYS))
         })
     }
 

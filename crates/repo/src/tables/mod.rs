@@ -6,8 +6,33 @@ pub mod comments;
 pub mod posts;
 pub mod users;
 
+use serde::Serialize;
+
 use crate::catalog::ColumnInfo;
 use crate::explain::ExplainedQuery;
+use crate::{Executor, Out, TableSize, call};
+
+/// The size of each of keel's tables: what a resumable load needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TableSizes {
+    /// `users`.
+    pub users: TableSize,
+    /// `posts`.
+    pub posts: TableSize,
+    /// `comments`.
+    pub comments: TableSize,
+}
+
+/// Rows and highest id of each of keel's tables: 3 statements.
+pub fn table_sizes<E: Executor>(db: &E) -> Out<'_, E, TableSizes> {
+    db.output(async move {
+        Ok(TableSizes {
+            users: call!(db, |conn| users::size(conn).await)?,
+            posts: call!(db, |conn| posts::size(conn).await)?,
+            comments: call!(db, |conn| comments::size(conn).await)?,
+        })
+    })
+}
 
 /// Every query keel's tables show to `keel explain`, in order.
 pub fn explained_queries() -> Vec<ExplainedQuery> {

@@ -76,6 +76,12 @@ pub fn post_count_and_max_id() -> _ {
 
 // ---- operations -------------------------------------------------------------
 
+/// Rows in the table and the highest id.
+pub(crate) async fn size(conn: &mut Conn<'_>) -> diesel::QueryResult<TableSize> {
+    let (rows, max_id) = run!(conn, get_result(post_count_and_max_id()))?;
+    Ok(TableSize { rows, max_id })
+}
+
 async fn insert_post(conn: &mut Conn<'_>, post: &NewPost) -> diesel::QueryResult<Post> {
     conn.durable_write(async |c| {
         run!(
@@ -131,6 +137,23 @@ async fn post_with_author_and_comments(
 
 fn copy_posts(conn: &mut diesel::pg::PgConnection, rows: &[NewPost]) -> diesel::QueryResult<usize> {
     diesel::ExecuteCopyFromDsl::execute(diesel::copy_from(posts::table).from_insertable(rows), conn)
+}
+
+/// Inserts `rows` and reads them back, one multi-row `INSERT … RETURNING`
+/// per chunk, in one transaction.
+async fn insert_posts(conn: &mut Conn<'_>, rows: &[NewPost]) -> diesel::QueryResult<Vec<Post>> {
+    conn.transaction(async |c| {
+        let mut stored = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(CHUNK) {
+            let insert = diesel::insert_into(posts::table).values(chunk);
+            stored.extend(run!(
+                c,
+                get_results(insert.returning(Post::as_returning()))
+            )?);
+        }
+        Ok(stored)
+    })
+    .await
 }
 
 /// Rows per multi-row `INSERT` of `NewPost` (3 columns).
@@ -231,8 +254,10 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             posts.iter().try_for_each(check_new_post)?;
-            bulk::create_many::<E, posts::table, NewPost, Post, CHUNK>(db, posts::table, posts)
-                .await
+            if posts.is_empty() {
+                return Ok(Vec::new());
+            }
+            call!(db, |conn| insert_posts(conn, posts).await)
                 .map_err(|e| e.naming_related("author_id"))
         })
     }
@@ -361,10 +386,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
     /// Rows in the table and the highest id: 1 statement.
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
-        db.output(async move {
-            let (rows, max_id) = call!(db, |conn| run!(conn, get_result(post_count_and_max_id())))?;
-            Ok(TableSize { rows, max_id })
-        })
+        db.output(async move { call!(db, |conn| size(conn).await) })
     }
 }
 

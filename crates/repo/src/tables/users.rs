@@ -5,7 +5,8 @@
 use diesel::backend::Backend;
 use diesel::dsl::{self, AsSelect};
 use diesel::{
-    ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper, TextExpressionMethods,
+    EscapeExpressionMethods as _, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
+    TextExpressionMethods,
 };
 use keel_models::{NewUser, Post, User, UserChangeset};
 use keel_schema::users;
@@ -80,6 +81,12 @@ pub fn user_count_and_max_id() -> _ {
 }
 
 // ---- operations -------------------------------------------------------------
+
+/// Rows in the table and the highest id.
+pub(crate) async fn size(conn: &mut Conn<'_>) -> diesel::QueryResult<TableSize> {
+    let (rows, max_id) = run!(conn, get_result(user_count_and_max_id()))?;
+    Ok(TableSize { rows, max_id })
+}
 
 async fn insert_user(conn: &mut Conn<'_>, user: &NewUser) -> diesel::QueryResult<User> {
     conn.durable_write(async |c| {
@@ -189,6 +196,23 @@ async fn load_posts_and_comments(
 
 fn copy_users(conn: &mut diesel::pg::PgConnection, rows: &[NewUser]) -> diesel::QueryResult<usize> {
     diesel::ExecuteCopyFromDsl::execute(diesel::copy_from(users::table).from_insertable(rows), conn)
+}
+
+/// Inserts `rows` and reads them back, one multi-row `INSERT … RETURNING`
+/// per chunk, in one transaction.
+async fn insert_users(conn: &mut Conn<'_>, rows: &[NewUser]) -> diesel::QueryResult<Vec<User>> {
+    conn.transaction(async |c| {
+        let mut stored = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(CHUNK) {
+            let insert = diesel::insert_into(users::table).values(chunk);
+            stored.extend(run!(
+                c,
+                get_results(insert.returning(User::as_returning()))
+            )?);
+        }
+        Ok(stored)
+    })
+    .await
 }
 
 /// Rows per multi-row `INSERT` of `NewUser` (5 columns).
@@ -311,8 +335,10 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             users.iter().try_for_each(check_new_user)?;
-            bulk::create_many::<E, users::table, NewUser, User, CHUNK>(db, users::table, users)
-                .await
+            if users.is_empty() {
+                return Ok(Vec::new());
+            }
+            call!(db, |conn| insert_users(conn, users).await)
         })
     }
 
@@ -457,13 +483,16 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         })
     }
 
+    /// Rows and highest id of every one of keel's tables: 3 statements
+    /// (see [`super::table_sizes`]).
+    pub fn table_sizes(&self) -> Out<'a, E, super::TableSizes> {
+        super::table_sizes(self.db)
+    }
+
     /// Rows in the table and the highest id: 1 statement.
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
-        db.output(async move {
-            let (rows, max_id) = call!(db, |conn| run!(conn, get_result(user_count_and_max_id())))?;
-            Ok(TableSize { rows, max_id })
-        })
+        db.output(async move { call!(db, |conn| size(conn).await) })
     }
 }
 
