@@ -130,7 +130,6 @@ pub fn diagnose(conn: &mut impl Catalog, compiled: &[ColumnInfo]) -> QueryResult
 #[cfg(test)]
 mod tests {
 
-
     #[test]
     fn compiled_columns_are_read_from_the_schema() {
         let columns = crate::tables::compiled_columns();

@@ -18,14 +18,12 @@ async fn restart_sequences(conn: &mut Conn<'_>) -> diesel::QueryResult<()> {
     if conn.backend() == Backend::Sqlite {
         return Ok(());
     }
-    run!(conn, execute(diesel::sql_query(RESTART_SEQUENCES_SQL)))?;
-    Ok(())
-}
-
-/// The PostgreSQL statement behind [`restart_id_sequences`]: the catalog
-/// names the tables, columns and sequences; identifiers are quoted by
-/// `format('%I')` in the server, never built in Rust.
-const RESTART_SEQUENCES_SQL: &str = "DO $$
+    // The catalog names the tables, columns and sequences; identifiers are
+    // quoted by `format('%I')` in the server, never built in Rust.
+    run!(
+        conn,
+        execute(diesel::sql_query(
+            "DO $$
 DECLARE
     owned record;
 BEGIN
@@ -56,4 +54,8 @@ BEGIN
         );
     END LOOP;
 END
-$$";
+$$"
+        ))
+    )?;
+    Ok(())
+}
