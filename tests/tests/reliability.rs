@@ -3,7 +3,7 @@
 //! and URLs with passwords fail to connect. Each test bounds its waits, so a
 //! hang fails the test instead of stalling the run.
 
-use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
+use keel_repo::prelude::UsersExt as _;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

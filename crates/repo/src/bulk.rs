@@ -17,7 +17,8 @@ use diesel::sqlite::SqliteConnection;
 use diesel::{Insertable, QueryResult, Table};
 
 use crate::conn::{AsyncPgConnection, Conn, Isolation};
-use crate::{Executor, RepoError, call};
+use crate::executor::call;
+use crate::{Executor, RepoError};
 
 /// Bind parameters one SQLite statement may carry (the bundled library's
 /// limit; PostgreSQL allows 65,535). Chunks are sized for it on both.
@@ -134,8 +135,10 @@ where
             })
             .await;
     }
-    call!(db, |conn| load_rows::<T, R, N>(conn, table, rows, copy_in)
-        .await)
+    call(db, async |conn| {
+        load_rows::<T, R, N>(conn, table, rows, copy_in).await
+    })
+    .await
 }
 
 /// `rows` in one transaction: `COPY` on sync PostgreSQL, chunks elsewhere.

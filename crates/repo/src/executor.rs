@@ -5,7 +5,7 @@
 //! [`Executor::output`]. In sync mode ([`crate::sync`]) that block runs to
 //! its end at once and the method returns the `Result`; in async mode
 //! ([`crate::asynchronous`]) the method returns the block as a future. Inside
-//! it, [`call!`](crate::call) checks a connection out, runs one operation on
+//! it, [`call`] checks a connection out, runs one operation on
 //! it, and turns the result into a [`RepoError`] (after the N+1 guard's
 //! check).
 //!
@@ -86,25 +86,24 @@ pub trait Executor: Sync {
 /// `Result<T, RepoError>`:
 ///
 /// ```ignore
-/// let user = keel_repo::call!(db, |conn| user_by_id(conn, id).await)?;
+/// let user = call(db, async |conn| user_by_id(conn, id).await).await?;
 /// ```
 ///
-/// `$operation` is an expression over `conn: &mut Conn<'_>`, awaited where
-/// it needs to be (`run!(conn, …)`, `my_operation(conn, id).await`). A failed
-/// checkout returns from the body with its error (`?`).
-#[macro_export]
-macro_rules! call {
-    ($executor:expr, |$conn:ident| $operation:expr) => {{
-        let executor = $executor;
-        let mut guard = $crate::Executor::checkout(executor).await?;
-        let mut connection = $crate::ConnGuard::conn(&mut guard)?;
-        let backend = connection.backend();
-        let result = {
-            let $conn = &mut connection;
-            $crate::executor::drive(backend, async { $operation }).await
-        };
-        $crate::executor::finish(&mut connection, result)
-    }};
+/// The connection is checked out for the operation and returned after it;
+/// a SQLite operation runs in place ([`drive`]); the error is mapped and
+/// the N+1 guard checked ([`finish`]).
+pub async fn call<E, T>(
+    executor: &E,
+    operation: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
+) -> Result<T, RepoError>
+where
+    E: Executor,
+{
+    let mut guard = executor.checkout().await?;
+    let mut connection = guard.conn()?;
+    let backend = connection.backend();
+    let result = drive(backend, operation(&mut connection)).await;
+    finish(&mut connection, result)
 }
 
 /// Runs one operation's future. A SQLite operation blocks: on a tokio

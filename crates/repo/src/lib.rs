@@ -121,10 +121,11 @@ pub use tables::users::{UserRepository, UserWithPosts, UserWithPostsAndComments,
 /// What a module using keel-repo usually needs: the executors' traits, the
 /// tables' `users()`/`posts()`/`comments()`, and the macros.
 pub mod prelude {
-    pub use crate::{CommentsExt, Conn, Executor, Out, PostsExt, RepoError, UsersExt, call, run};
+    pub use crate::executor::call;
+    pub use crate::{CommentsExt, Conn, Executor, Out, PostsExt, RepoError, UsersExt, run};
 }
 
-/// The crates `run!` and `call!` expand to, so a service needs no
+/// The crates `run!` expands to, so a service needs no
 /// diesel-async dependency of its own for them.
 #[doc(hidden)]
 pub mod __private {

@@ -1,6 +1,7 @@
 //! Maintenance that reads the tables from the catalog, not from a list.
 
-use crate::{Backend, Conn, Executor, Out, call, run};
+use crate::executor::call;
+use crate::{Backend, Conn, Executor, Out, run};
 
 /// Moves every serial column's sequence past the column's highest value, so
 /// the next insert follows on (a rolled-back insert consumes sequence values;
@@ -11,7 +12,7 @@ use crate::{Backend, Conn, Executor, Out, call, run};
 /// in a transaction to keep the locks for what follows. SQLite: nothing to
 /// do (an `INTEGER PRIMARY KEY` takes the highest value plus one anyway).
 pub fn restart_id_sequences<E: Executor>(db: &E) -> Out<'_, E, ()> {
-    db.output(async move { call!(db, |conn| restart_sequences(conn).await) })
+    db.output(async move { call(db, async |conn| restart_sequences(conn).await).await })
 }
 
 async fn restart_sequences(conn: &mut Conn<'_>) -> diesel::QueryResult<()> {
@@ -38,16 +39,6 @@ BEGIN
         ORDER BY t.relname
     LOOP
         EXECUTE format('LOCK TABLE %I IN SHARE ROW EXCLUSIVE MODE', owned.table_name);
-    END LOOP;
-    FOR owned IN
-        SELECT t.relname AS table_name, a.attname AS column_name, s.oid::regclass::text AS sequence
-        FROM pg_depend d
-        JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        JOIN pg_class t ON t.oid = d.refobjid
-        JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = current_schema()
-        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
-        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-    LOOP
         EXECUTE format(
             'SELECT setval(%L, COALESCE((SELECT MAX(%I) FROM %I), 0) + 1, false)',
             owned.sequence, owned.column_name, owned.table_name

@@ -12,7 +12,6 @@ mod health;
 mod metrics;
 mod routes;
 
-use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -195,6 +194,7 @@ mod tests {
     use keel_repo::DatabaseUrl;
 
     use super::*;
+    use keel_repo::prelude::UsersExt as _;
 
     /// Every log line of this test binary, for the assertions below.
     fn captured_log() -> Arc<Mutex<Vec<u8>>> {

@@ -153,6 +153,7 @@ impl AsyncDatabase {
     /// PostgreSQL, is
     ///
     /// ```no_run
+    /// # use keel_repo::prelude::*;
     /// # async fn load(db: &keel_repo::asynchronous::AsyncDatabase, users: Vec<keel_models::NewUser>, posts: Vec<keel_models::NewPost>) -> Result<(), keel_repo::RepoError> {
     /// db.run_blocking(move |db| {
     ///     db.transaction(|tx| {

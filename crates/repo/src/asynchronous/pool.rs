@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection as _, TransactionManager};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, ConnectionError};
@@ -88,7 +88,7 @@ impl SqliteManager {
         let statements = self.statements.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = SqliteConnection::establish(&path)?;
-            diesel::connection::SimpleConnection::batch_execute(&mut conn, &pragmas)
+            conn.batch_execute(&pragmas)
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(statements);
             Ok(conn)

@@ -7,10 +7,11 @@ use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use keel_models::{Comment, NewComment};
 use keel_schema::comments;
 
+use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::InIdList;
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found};
-use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, call, run, validate};
+use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, validate};
 
 // ---- queries ----------------------------------------------------------------
 
@@ -284,7 +285,8 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             check_new_comment(comment)?;
-            call!(db, |conn| insert_comment(conn, comment).await)
+            call(db, async |conn| insert_comment(conn, comment).await)
+                .await
                 .map_err(|e| e.naming_related(FOREIGN_KEYS))
         })
     }
@@ -301,7 +303,8 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
             if comments.is_empty() {
                 return Ok(Vec::new());
             }
-            call!(db, |conn| insert_comments(conn, comments).await)
+            call(db, async |conn| insert_comments(conn, comments).await)
+                .await
                 .map_err(|e| e.naming_related(FOREIGN_KEYS))
         })
     }
@@ -331,8 +334,10 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let comment = call!(db, |conn| run!(conn, get_result(comment_by_id(id)))
-                .optional())?;
+            let comment = call(db, async |conn| {
+                run!(conn, get_result(comment_by_id(id))).optional()
+            })
+            .await?;
             found(comment, "comment", || format!("id {id}"))
         })
     }
@@ -350,10 +355,10 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
             validate::id("post_id", post_id)?;
             validate::limit(limit, MAX_PAGE_SIZE)?;
             let after = after.unwrap_or(0);
-            let comments = call!(db, |conn| run!(
-                conn,
-                load(comments_for_post(post_id, after, limit))
-            ))?;
+            let comments = call(db, async |conn| {
+                run!(conn, load(comments_for_post(post_id, after, limit)))
+            })
+            .await?;
             Ok(Page::new(comments, limit, |c| c.id))
         }))
     }
@@ -363,7 +368,10 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("author_id", author_id)?;
-            call!(db, |conn| run!(conn, load(comments_by_author(author_id))))
+            call(db, async |conn| {
+                run!(conn, load(comments_by_author(author_id)))
+            })
+            .await
         })
     }
 
@@ -372,7 +380,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let rows = call!(db, |conn| delete_comment(conn, id).await)?;
+            let rows = call(db, async |conn| delete_comment(conn, id).await).await?;
             deleted(rows, "comment", id)
         })
     }
@@ -381,10 +389,10 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
         db.output(async move {
-            let (rows, max_id) = call!(db, |conn| run!(
-                conn,
-                get_result(comment_count_and_max_id())
-            ))?;
+            let (rows, max_id) = call(db, async |conn| {
+                run!(conn, get_result(comment_count_and_max_id()))
+            })
+            .await?;
             Ok(TableSize { rows, max_id })
         })
     }

@@ -9,8 +9,9 @@ pub mod users;
 use serde::Serialize;
 
 use crate::catalog::ColumnInfo;
+use crate::executor::call;
 use crate::explain::ExplainedQuery;
-use crate::{Executor, Out, TableSize, call};
+use crate::{Executor, Out, TableSize};
 
 /// The size of each of keel's tables: what a resumable load needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,9 +28,9 @@ pub struct TableSizes {
 pub fn table_sizes<E: Executor>(db: &E) -> Out<'_, E, TableSizes> {
     db.output(async move {
         Ok(TableSizes {
-            users: call!(db, |conn| users::size(conn).await)?,
-            posts: call!(db, |conn| posts::size(conn).await)?,
-            comments: call!(db, |conn| comments::size(conn).await)?,
+            users: call(db, async |conn| users::size(conn).await).await?,
+            posts: call(db, async |conn| posts::size(conn).await).await?,
+            comments: call(db, async |conn| comments::size(conn).await).await?,
         })
     })
 }

@@ -9,10 +9,11 @@ use keel_schema::{posts, users};
 use serde::Serialize;
 
 use super::comments::{CommentsQuery, comments_matching, comments_of_posts};
+use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{InIdList, group_by_key};
 use crate::page::{MAX_PAGE_SIZE, deleted, found};
-use crate::{Conn, Executor, Out, RepoError, TableSize, bulk, call, run, validate};
+use crate::{Conn, Executor, Out, RepoError, TableSize, bulk, run, validate};
 
 // ---- queries ----------------------------------------------------------------
 
@@ -240,7 +241,8 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             check_new_post(post)?;
-            call!(db, |conn| insert_post(conn, post).await)
+            call(db, async |conn| insert_post(conn, post).await)
+                .await
                 .map_err(|e| e.naming_related("author_id"))
         })
     }
@@ -257,7 +259,8 @@ impl<'a, E: Executor> PostRepository<'a, E> {
             if posts.is_empty() {
                 return Ok(Vec::new());
             }
-            call!(db, |conn| insert_posts(conn, posts).await)
+            call(db, async |conn| insert_posts(conn, posts).await)
+                .await
                 .map_err(|e| e.naming_related("author_id"))
         })
     }
@@ -287,7 +290,10 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let post = call!(db, |conn| run!(conn, get_result(post_by_id(id))).optional())?;
+            let post = call(db, async |conn| {
+                run!(conn, get_result(post_by_id(id))).optional()
+            })
+            .await?;
             found(post, "post", || format!("id {id}"))
         })
     }
@@ -297,8 +303,10 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let row = call!(db, |conn| run!(conn, get_result(post_with_author(id)))
-                .optional())?;
+            let row = call(db, async |conn| {
+                run!(conn, get_result(post_with_author(id))).optional()
+            })
+            .await?;
             found(row, "post", || format!("id {id}"))
         })
     }
@@ -308,7 +316,10 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let post = call!(db, |conn| post_with_author_and_comments(conn, id).await)?;
+            let post = call(db, async |conn| {
+                post_with_author_and_comments(conn, id).await
+            })
+            .await?;
             found(post, "post", || format!("id {id}"))
         })
     }
@@ -323,9 +334,12 @@ impl<'a, E: Executor> PostRepository<'a, E> {
             validate::id("id", id)?;
             check_changeset(changes)?;
             let post = if *changes == PostChangeset::default() {
-                call!(db, |conn| run!(conn, get_result(post_by_id(id))).optional())?
+                call(db, async |conn| {
+                    run!(conn, get_result(post_by_id(id))).optional()
+                })
+                .await?
             } else {
-                call!(db, |conn| update_post(conn, id, changes).await)?
+                call(db, async |conn| update_post(conn, id, changes).await).await?
             };
             found(post, "post", || format!("id {id}"))
         })
@@ -336,7 +350,10 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("author_id", author_id)?;
-            call!(db, |conn| run!(conn, load(posts_by_author(author_id))))
+            call(db, async |conn| {
+                run!(conn, load(posts_by_author(author_id)))
+            })
+            .await
         })
     }
 
@@ -348,7 +365,10 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::email(email)?;
-            call!(db, |conn| run!(conn, load(posts_by_author_email(email))))
+            call(db, async |conn| {
+                run!(conn, load(posts_by_author_email(email)))
+            })
+            .await
         })
     }
 
@@ -369,7 +389,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
             if let Some(limit) = query.limit {
                 validate::limit(limit, MAX_PAGE_SIZE)?;
             }
-            call!(db, |conn| comments_matching(conn, query).await)
+            call(db, async |conn| comments_matching(conn, query).await).await
         })
     }
 
@@ -378,7 +398,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let rows = call!(db, |conn| delete_post(conn, id).await)?;
+            let rows = call(db, async |conn| delete_post(conn, id).await).await?;
             deleted(rows, "post", id)
         })
     }
@@ -386,7 +406,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
     /// Rows in the table and the highest id: 1 statement.
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
-        db.output(async move { call!(db, |conn| size(conn).await) })
+        db.output(async move { call(db, async |conn| size(conn).await).await })
     }
 }
 

@@ -14,10 +14,11 @@ use serde::Serialize;
 
 use super::comments::comments_of_posts;
 use super::posts::{PostWithComments, posts_of_authors, posts_with_comments};
+use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found, prefix_pattern};
-use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, call, run, validate};
+use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, validate};
 
 // ---- queries ----------------------------------------------------------------
 
@@ -295,7 +296,10 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let user = call!(db, |conn| run!(conn, get_result(user_by_id(id))).optional())?;
+            let user = call(db, async |conn| {
+                run!(conn, get_result(user_by_id(id))).optional()
+            })
+            .await?;
             found(user, "user", || format!("id {id}"))
         })
     }
@@ -308,8 +312,10 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::email(email)?;
-            let user = call!(db, |conn| run!(conn, get_result(user_by_email(email)))
-                .optional())?;
+            let user = call(db, async |conn| {
+                run!(conn, get_result(user_by_email(email))).optional()
+            })
+            .await?;
             found(user, "user", || format!("email {email}"))
         })
     }
@@ -322,7 +328,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             check_new_user(user)?;
-            call!(db, |conn| insert_user(conn, user).await)
+            call(db, async |conn| insert_user(conn, user).await).await
         })
     }
 
@@ -338,7 +344,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
             if users.is_empty() {
                 return Ok(Vec::new());
             }
-            call!(db, |conn| insert_users(conn, users).await)
+            call(db, async |conn| insert_users(conn, users).await).await
         })
     }
 
@@ -375,9 +381,12 @@ impl<'a, E: Executor> UserRepository<'a, E> {
             validate::id("id", id)?;
             check_changeset(changes)?;
             let user = if *changes == UserChangeset::default() {
-                call!(db, |conn| run!(conn, get_result(user_by_id(id))).optional())?
+                call(db, async |conn| {
+                    run!(conn, get_result(user_by_id(id))).optional()
+                })
+                .await?
             } else {
-                call!(db, |conn| update_user(conn, id, changes).await)?
+                call(db, async |conn| update_user(conn, id, changes).await).await?
             };
             found(user, "user", || format!("id {id}"))
         })
@@ -389,7 +398,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let rows = call!(db, |conn| delete_user(conn, id).await)?;
+            let rows = call(db, async |conn| delete_user(conn, id).await).await?;
             deleted(rows, "user", id)
         })
     }
@@ -399,7 +408,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
-            call!(db, |conn| run!(conn, load(active_users(limit))))
+            call(db, async |conn| run!(conn, load(active_users(limit)))).await
         })
     }
 
@@ -411,7 +420,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         db.output(QueryScope::repeats_intended_in(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
             let after = after.unwrap_or(0);
-            let users = call!(db, |conn| run!(conn, load(users_after(after, limit))))?;
+            let users = call(db, async |conn| run!(conn, load(users_after(after, limit)))).await?;
             Ok(Page::new(users, limit, |u| u.id))
         }))
     }
@@ -431,10 +440,10 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         db.output(async move {
             validate::required_text("last_name", last_name, Some(50))?;
             let pattern = prefix_pattern(first_name_prefix);
-            call!(db, |conn| run!(
-                conn,
-                load(users_by_name(last_name, &pattern))
-            ))
+            call(db, async |conn| {
+                run!(conn, load(users_by_name(last_name, &pattern)))
+            })
+            .await
         })
     }
 
@@ -443,7 +452,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let user = call!(db, |conn| user_with_posts(conn, id).await)?;
+            let user = call(db, async |conn| user_with_posts(conn, id).await).await?;
             found(user, "user", || format!("id {id}"))
         })
     }
@@ -454,7 +463,10 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let user = call!(db, |conn| user_with_posts_and_comments(conn, id).await)?;
+            let user = call(db, async |conn| {
+                user_with_posts_and_comments(conn, id).await
+            })
+            .await?;
             found(user, "user", || format!("id {id}"))
         })
     }
@@ -465,7 +477,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
-            call!(db, |conn| active_users_with_posts(conn, limit).await)
+            call(db, async |conn| active_users_with_posts(conn, limit).await).await
         })
     }
 
@@ -478,8 +490,10 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
-            call!(db, |conn| active_users_with_posts_and_comments(conn, limit)
-                .await)
+            call(db, async |conn| {
+                active_users_with_posts_and_comments(conn, limit).await
+            })
+            .await
         })
     }
 
@@ -492,7 +506,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
     /// Rows in the table and the highest id: 1 statement.
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
-        db.output(async move { call!(db, |conn| size(conn).await) })
+        db.output(async move { call(db, async |conn| size(conn).await).await })
     }
 }
 
