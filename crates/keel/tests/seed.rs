@@ -1,7 +1,7 @@
 //! `keel seed`: WORKLOAD.md's rows and checksums, whole chunks only when
 //! killed, and a rerun that completes the load.
 
-use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
+use keel_repo::prelude::UsersExt as _;
 use std::process::{Command, Output};
 use std::time::Duration;
 

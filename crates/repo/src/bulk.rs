@@ -16,17 +16,23 @@ use diesel::query_dsl::methods::ExecuteDsl;
 use diesel::sqlite::SqliteConnection;
 use diesel::{Insertable, QueryResult, Table};
 
-use crate::conn::{AsyncPgConnection, Conn, Isolation};
+use crate::conn::{AsyncPgConnection, Backend, Conn, Isolation};
 use crate::executor::call;
 use crate::{Executor, RepoError};
 
-/// Bind parameters one SQLite statement may carry (the bundled library's
-/// limit; PostgreSQL allows 65,535). Chunks are sized for it on both.
+/// Bind parameters one SQLite statement may carry (the bundled library's limit).
 pub const SQLITE_MAX_BINDS: usize = 32_766;
+/// Bind parameters one PostgreSQL statement may carry.
+pub const POSTGRES_MAX_BINDS: usize = 65_535;
 
-/// Rows per multi-row `INSERT` for a row type of `columns` columns.
-pub const fn rows_per_statement(columns: usize) -> usize {
+/// Rows per multi-row `INSERT` on SQLite for a row type of `columns` columns.
+pub const fn sqlite_rows_per_statement(columns: usize) -> usize {
     SQLITE_MAX_BINDS / columns
+}
+
+/// Rows per multi-row `INSERT` on PostgreSQL for a row type of `columns` columns.
+pub const fn postgres_rows_per_statement(columns: usize) -> usize {
+    POSTGRES_MAX_BINDS / columns
 }
 
 /// Loads rows on a sync PostgreSQL connection with `COPY … FROM STDIN`: a
@@ -74,8 +80,10 @@ async fn async_execute<S>(conn: &mut AsyncPgConnection, _: S) -> QueryResult<usi
 }
 
 /// Inserts `rows` without reading them back, one statement per chunk of
-/// `N` rows, in the caller's transaction (or none); returns how many went in.
-pub async fn insert_chunks<T, R, const N: usize>(
+/// `N` rows on SQLite and `P` rows on PostgreSQL (each backend's bind limit:
+/// [`sqlite_rows_per_statement`], [`postgres_rows_per_statement`]), in the
+/// caller's transaction (or none); returns how many went in.
+pub async fn insert_chunks<T, R, const N: usize, const P: usize>(
     conn: &mut Conn<'_>,
     table: T,
     rows: &[R],
@@ -83,13 +91,38 @@ pub async fn insert_chunks<T, R, const N: usize>(
 where
     T: Table + Copy,
     for<'r> &'r [R; N]: Insertable<T>,
+    for<'r> &'r [R; P]: Insertable<T>,
     for<'r> &'r [R]: Insertable<T>,
     for<'r> InsertOf<'r, T, [R; N]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+    for<'r> InsertOf<'r, T, [R; P]>:
         ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
     for<'r> InsertOf<'r, T, [R]>:
         ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
 {
-    let (full, rest) = rows.as_chunks::<N>();
+    match conn.backend() {
+        Backend::Sqlite => chunked::<T, R, N>(conn, table, rows).await,
+        Backend::Postgres => chunked::<T, R, P>(conn, table, rows).await,
+    }
+}
+
+/// One statement per chunk of `K` rows: full chunks as arrays (cached
+/// statements), the rest as a slice.
+async fn chunked<T, R, const K: usize>(
+    conn: &mut Conn<'_>,
+    table: T,
+    rows: &[R],
+) -> QueryResult<usize>
+where
+    T: Table + Copy,
+    for<'r> &'r [R; K]: Insertable<T>,
+    for<'r> &'r [R]: Insertable<T>,
+    for<'r> InsertOf<'r, T, [R; K]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+    for<'r> InsertOf<'r, T, [R]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+{
+    let (full, rest) = rows.as_chunks::<K>();
     let mut inserted = 0;
     for chunk in full {
         inserted += execute(conn, diesel::insert_into(table).values(chunk)).await?;
@@ -100,11 +133,36 @@ where
     Ok(inserted)
 }
 
+/// Inserts `rows` and reads them back, in one transaction: `insert` runs
+/// one multi-row `INSERT … RETURNING` for each chunk of `sqlite_chunk` rows
+/// (SQLite) or `postgres_chunk` rows (PostgreSQL). A table module supplies
+/// the statement, since diesel's `RETURNING` bounds over a generic row type
+/// do not hold across an `await`.
+pub async fn insert_returning_chunks<R, M>(
+    conn: &mut Conn<'_>,
+    rows: &[R],
+    (sqlite_chunk, postgres_chunk): (usize, usize),
+    mut insert: impl AsyncFnMut(&mut Conn<'_>, &[R]) -> QueryResult<Vec<M>>,
+) -> QueryResult<Vec<M>> {
+    let size = match conn.backend() {
+        Backend::Sqlite => sqlite_chunk,
+        Backend::Postgres => postgres_chunk,
+    };
+    conn.transaction(async |c| {
+        let mut stored = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(size.max(1)) {
+            stored.extend(insert(c, chunk).await?);
+        }
+        Ok(stored)
+    })
+    .await
+}
+
 /// `insert_many` of a repository: `rows` loaded without reading them back,
 /// all in one transaction. `COPY` on PostgreSQL where the connection is a
 /// sync one, or the executor is an async pool with a blocking lane (the
 /// rows are copied for its thread); multi-row `INSERT`s elsewhere.
-pub async fn insert_many<E, T, R, const N: usize>(
+pub async fn insert_many<E, T, R, const N: usize, const P: usize>(
     db: &E,
     table: T,
     rows: &[R],
@@ -115,8 +173,11 @@ where
     T: Table + Copy + Send + Sync,
     R: Clone + Send + Sync + 'static,
     for<'r> &'r [R; N]: Insertable<T>,
+    for<'r> &'r [R; P]: Insertable<T>,
     for<'r> &'r [R]: Insertable<T>,
     for<'r> InsertOf<'r, T, [R; N]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+    for<'r> InsertOf<'r, T, [R; P]>:
         ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
     for<'r> InsertOf<'r, T, [R]>:
         ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
@@ -136,13 +197,13 @@ where
             .await;
     }
     call(db, async |conn| {
-        load_rows::<T, R, N>(conn, table, rows, copy_in).await
+        load_rows::<T, R, N, P>(conn, table, rows, copy_in).await
     })
     .await
 }
 
 /// `rows` in one transaction: `COPY` on sync PostgreSQL, chunks elsewhere.
-async fn load_rows<T, R, const N: usize>(
+async fn load_rows<T, R, const N: usize, const P: usize>(
     conn: &mut Conn<'_>,
     table: T,
     rows: &[R],
@@ -151,8 +212,11 @@ async fn load_rows<T, R, const N: usize>(
 where
     T: Table + Copy,
     for<'r> &'r [R; N]: Insertable<T>,
+    for<'r> &'r [R; P]: Insertable<T>,
     for<'r> &'r [R]: Insertable<T>,
     for<'r> InsertOf<'r, T, [R; N]>:
+        ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
+    for<'r> InsertOf<'r, T, [R; P]>:
         ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
     for<'r> InsertOf<'r, T, [R]>:
         ExecuteDsl<PgConnection> + ExecuteDsl<SqliteConnection> + AsyncExecute,
@@ -160,7 +224,7 @@ where
     conn.begin(Isolation::Default).await?;
     let loaded = match conn {
         Conn::Postgres(pg) => copy_in(pg, rows),
-        _ => insert_chunks::<T, R, N>(conn, table, rows).await,
+        _ => insert_chunks::<T, R, N, P>(conn, table, rows).await,
     };
     conn.end(loaded).await
 }

@@ -233,22 +233,16 @@ async fn insert_comments(
     conn: &mut Conn<'_>,
     rows: &[NewComment],
 ) -> diesel::QueryResult<Vec<Comment>> {
-    conn.transaction(async |c| {
-        let mut stored = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(CHUNK) {
-            let insert = diesel::insert_into(comments::table).values(chunk);
-            stored.extend(run!(
-                c,
-                get_results(insert.returning(Comment::as_returning()))
-            )?);
-        }
-        Ok(stored)
+    bulk::insert_returning_chunks(conn, rows, (CHUNK, PG_CHUNK), async |c, chunk| {
+        let insert = diesel::insert_into(comments::table).values(chunk);
+        run!(c, get_results(insert.returning(Comment::as_returning())))
     })
     .await
 }
 
-/// Rows per multi-row `INSERT` of `NewComment` (3 columns).
-const CHUNK: usize = bulk::rows_per_statement(3);
+/// Rows per multi-row `INSERT` of `NewComment` (3 columns), on SQLite and on PostgreSQL.
+const CHUNK: usize = bulk::sqlite_rows_per_statement(3);
+const PG_CHUNK: usize = bulk::postgres_rows_per_statement(3);
 
 /// The foreign keys a comment's write may violate (SQLite does not say which).
 const FOREIGN_KEYS: &str = "post_id or author_id";
@@ -318,7 +312,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             comments.iter().try_for_each(check_new_comment)?;
-            bulk::insert_many::<E, comments::table, NewComment, CHUNK>(
+            bulk::insert_many::<E, comments::table, NewComment, CHUNK, PG_CHUNK>(
                 db,
                 comments::table,
                 comments,

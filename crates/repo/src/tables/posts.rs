@@ -143,22 +143,16 @@ fn copy_posts(conn: &mut diesel::pg::PgConnection, rows: &[NewPost]) -> diesel::
 /// Inserts `rows` and reads them back, one multi-row `INSERT … RETURNING`
 /// per chunk, in one transaction.
 async fn insert_posts(conn: &mut Conn<'_>, rows: &[NewPost]) -> diesel::QueryResult<Vec<Post>> {
-    conn.transaction(async |c| {
-        let mut stored = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(CHUNK) {
-            let insert = diesel::insert_into(posts::table).values(chunk);
-            stored.extend(run!(
-                c,
-                get_results(insert.returning(Post::as_returning()))
-            )?);
-        }
-        Ok(stored)
+    bulk::insert_returning_chunks(conn, rows, (CHUNK, PG_CHUNK), async |c, chunk| {
+        let insert = diesel::insert_into(posts::table).values(chunk);
+        run!(c, get_results(insert.returning(Post::as_returning())))
     })
     .await
 }
 
-/// Rows per multi-row `INSERT` of `NewPost` (3 columns).
-const CHUNK: usize = bulk::rows_per_statement(3);
+/// Rows per multi-row `INSERT` of `NewPost` (3 columns), on SQLite and on PostgreSQL.
+const CHUNK: usize = bulk::sqlite_rows_per_statement(3);
+const PG_CHUNK: usize = bulk::postgres_rows_per_statement(3);
 
 // ---- eager-loading results ----------------------------------------------------
 
@@ -274,7 +268,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             posts.iter().try_for_each(check_new_post)?;
-            bulk::insert_many::<E, posts::table, NewPost, CHUNK>(
+            bulk::insert_many::<E, posts::table, NewPost, CHUNK, PG_CHUNK>(
                 db,
                 posts::table,
                 posts,

@@ -202,22 +202,16 @@ fn copy_users(conn: &mut diesel::pg::PgConnection, rows: &[NewUser]) -> diesel::
 /// Inserts `rows` and reads them back, one multi-row `INSERT … RETURNING`
 /// per chunk, in one transaction.
 async fn insert_users(conn: &mut Conn<'_>, rows: &[NewUser]) -> diesel::QueryResult<Vec<User>> {
-    conn.transaction(async |c| {
-        let mut stored = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(CHUNK) {
-            let insert = diesel::insert_into(users::table).values(chunk);
-            stored.extend(run!(
-                c,
-                get_results(insert.returning(User::as_returning()))
-            )?);
-        }
-        Ok(stored)
+    bulk::insert_returning_chunks(conn, rows, (CHUNK, PG_CHUNK), async |c, chunk| {
+        let insert = diesel::insert_into(users::table).values(chunk);
+        run!(c, get_results(insert.returning(User::as_returning())))
     })
     .await
 }
 
-/// Rows per multi-row `INSERT` of `NewUser` (5 columns).
-const CHUNK: usize = bulk::rows_per_statement(5);
+/// Rows per multi-row `INSERT` of `NewUser` (5 columns), on SQLite and on PostgreSQL.
+const CHUNK: usize = bulk::sqlite_rows_per_statement(5);
+const PG_CHUNK: usize = bulk::postgres_rows_per_statement(5);
 
 // ---- eager-loading results ----------------------------------------------------
 
@@ -360,7 +354,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             users.iter().try_for_each(check_new_user)?;
-            bulk::insert_many::<E, users::table, NewUser, CHUNK>(
+            bulk::insert_many::<E, users::table, NewUser, CHUNK, PG_CHUNK>(
                 db,
                 users::table,
                 users,
