@@ -4,7 +4,7 @@
 //! byte for byte. Never a panic, never an untyped database error.
 
 use keel_models::{NewPost, NewUser};
-use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
+use keel_repo::prelude::{PostsExt as _, UsersExt as _};
 use keel_repo::{DatabaseConfig, RepoError};
 use keel_tests::TestDatabase;
 use proptest::prelude::*;
