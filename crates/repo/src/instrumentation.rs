@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 
-use crate::QueryScope;
+use crate::{QueryScope, StatementLog};
 
 /// Counts the SQL statements run on every connection it is installed on,
 /// and reports each to the [`QueryScope`] current where it runs.
@@ -25,6 +25,10 @@ pub struct StatementCounter {
     /// diesel-async each send exactly one statement for each, so the
     /// difference counts the queries without formatting a single one.
     transaction_control: Arc<AtomicU64>,
+    /// What each statement logs (`KEEL_LOG_STATEMENTS`); per connection.
+    log: StatementLog,
+    /// The statement being logged: its text and when it started.
+    running: Option<(String, std::time::Instant)>,
 }
 
 impl StatementCounter {
@@ -41,6 +45,16 @@ impl StatementCounter {
         self.started.load(Ordering::Acquire).saturating_sub(control)
     }
 
+    /// The same counter, logging each statement as `log` says: through
+    /// `tracing` (target `keel_repo::statements`, level INFO), with its
+    /// duration and the current scope's name, after it finished. Bind values
+    /// only with [`StatementLog::SqlAndBinds`].
+    #[must_use]
+    pub fn logging(mut self, log: StatementLog) -> Self {
+        self.log = log;
+        self
+    }
+
     /// Runs `f` and returns its result with the statements it ran. Only
     /// meaningful when nothing else uses the counted connections meanwhile.
     pub fn measure<T>(&self, f: impl FnOnce() -> T) -> (T, u64) {
@@ -55,6 +69,18 @@ impl Instrumentation for StatementCounter {
         match event {
             InstrumentationEvent::StartQuery { query, .. } => {
                 self.started.fetch_add(1, Ordering::AcqRel);
+                if self.log != StatementLog::Off {
+                    let text = query.to_string();
+                    let text = match self.log {
+                        StatementLog::SqlAndBinds => text,
+                        _ => text
+                            .split(" -- binds:")
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    };
+                    self.running = Some((text, std::time::Instant::now()));
+                }
                 // Only a scope needs the text: formatting a statement builds
                 // its SQL again, which the plain count avoids.
                 if let Some(scope) = QueryScope::current() {
@@ -64,6 +90,18 @@ impl Instrumentation for StatementCounter {
                     if !is_transaction_control(&keyword) {
                         scope.record_statement(&keyword, text);
                     }
+                }
+            }
+            InstrumentationEvent::FinishQuery { error, .. } => {
+                if let Some((statement, started)) = self.running.take() {
+                    let scope = QueryScope::current();
+                    tracing::info!(
+                        target: "keel_repo::statements",
+                        scope = scope.as_ref().map_or("-", |s| s.name()),
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        failed = error.is_some(),
+                        "{statement}"
+                    );
                 }
             }
             InstrumentationEvent::BeginTransaction { .. }
@@ -122,5 +160,67 @@ mod tests {
         assert!(!is_transaction_control(&leading_keyword(
             &"SELECT \"users\".\"id\""
         )));
+    }
+
+    /// What a sync SQLite pool logs for one lookup by email, as `log` says.
+    #[cfg(feature = "sync")]
+    fn logged_lookup(log: StatementLog) -> String {
+        use std::sync::{Arc, Mutex};
+
+        use crate::prelude::*;
+        use crate::{DatabaseConfig, DatabaseUrl, sync::Database};
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log buffer").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = DatabaseConfig::new(DatabaseUrl::Sqlite(
+            dir.path().join("log.db").display().to_string(),
+        ));
+        config.log_statements = log;
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let db = Database::connect(&config).expect("pool");
+            db.run_migrations().expect("migrate");
+            let missing = db.users().get_by_email("secret-value@example.com");
+            assert!(matches!(missing, Err(RepoError::NotFound { .. })));
+        });
+        let bytes = captured.0.lock().expect("log buffer").clone();
+        String::from_utf8(bytes).expect("utf-8 log")
+    }
+
+    #[cfg(feature = "sync")]
+    #[test]
+    fn statements_are_logged_with_binds_only_when_asked() {
+        let off = logged_lookup(StatementLog::Off);
+        assert!(!off.contains("keel_repo::statements"), "{off}");
+
+        let sql = logged_lookup(StatementLog::Sql);
+        let line = sql
+            .lines()
+            .find(|l| l.contains("keel_repo::statements") && l.contains("`email` = ?"))
+            .unwrap_or_else(|| panic!("no logged lookup in:\n{sql}"));
+        assert!(line.contains("elapsed_us="), "{line}");
+        assert!(
+            !sql.contains("secret-value"),
+            "bind values must stay out: {sql}"
+        );
+
+        let binds = logged_lookup(StatementLog::SqlAndBinds);
+        assert!(binds.contains("secret-value@example.com"), "{binds}");
     }
 }

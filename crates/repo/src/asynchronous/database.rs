@@ -82,22 +82,23 @@ impl AsyncDatabase {
     /// Opens a pool as `config` says and checks that one connection works.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, RepoError> {
         let statements = StatementCounter::new();
+        let logged = statements.clone().logging(config.log_statements);
         let pool = match (config.pool, &config.url) {
             (PoolKind::Deadpool, DatabaseUrl::Postgres(url)) => {
                 Pools::Deadpool(Backends::Postgres(
-                    deadpool_pool::build(pg_manager(config, url, &statements), config).await?,
+                    deadpool_pool::build(pg_manager(config, url, &logged), config).await?,
                 ))
             }
             (PoolKind::Deadpool, DatabaseUrl::Sqlite(path)) => Pools::Deadpool(Backends::Sqlite(
-                deadpool_pool::build(SqliteManager::new(config, path, &statements), config).await?,
+                deadpool_pool::build(SqliteManager::new(config, path, &logged), config).await?,
             )),
             #[cfg(feature = "bb8")]
             (PoolKind::Bb8, DatabaseUrl::Postgres(url)) => Pools::Bb8(Backends::Postgres(
-                bb8_pool::build(pg_manager(config, url, &statements), config).await?,
+                bb8_pool::build(pg_manager(config, url, &logged), config).await?,
             )),
             #[cfg(feature = "bb8")]
             (PoolKind::Bb8, DatabaseUrl::Sqlite(path)) => Pools::Bb8(Backends::Sqlite(
-                bb8_pool::build(SqliteManager::new(config, path, &statements), config).await?,
+                bb8_pool::build(SqliteManager::new(config, path, &logged), config).await?,
             )),
             #[cfg(not(feature = "bb8"))]
             (PoolKind::Bb8, _) => {

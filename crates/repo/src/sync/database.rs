@@ -165,7 +165,7 @@ impl Database {
         statements: StatementCounter,
     ) -> Result<Self, RepoError> {
         let setup = ConnectionSetup {
-            statements: statements.clone(),
+            statements: statements.clone().logging(config.log_statements),
             sqlite_sql: config.sqlite_setup_sql(),
         };
         let connect_error = |e: r2d2::Error| config.connection_error(e);
