@@ -13,6 +13,17 @@ pub use cluster::PgCluster;
 pub use databases::{PgTestDatabase, SqliteTestDatabase, TestDatabase, in_ci};
 pub use keel_repo::catalog::{ForeignKey, Index};
 
+/// keel-repo's configuration for a test database: the defaults, with the
+/// async pool that `KEEL_POOL` names (CI runs the suite once on deadpool and
+/// once with `KEEL_POOL=bb8`; bb8 needs this crate's `bb8` feature).
+pub fn config(url: keel_repo::DatabaseUrl) -> keel_repo::DatabaseConfig {
+    let mut config = keel_repo::DatabaseConfig::new(url);
+    if std::env::var("KEEL_POOL").is_ok_and(|pool| pool == "bb8") {
+        config.pool = keel_repo::PoolKind::Bb8;
+    }
+    config
+}
+
 /// Writes each test twice, once per backend, in modules `postgres` and
 /// `sqlite`. Each body receives `$db`, a fresh, empty [`TestDatabase`] of its
 /// own, dropped when the test returns.

@@ -137,7 +137,7 @@ fn row_count(sizes: keel_repo::TableSizes) -> usize {
 
 fn config<D: TestDatabase>(fixture: &D) -> DatabaseConfig {
     fixture.migrate();
-    DatabaseConfig::new(fixture.database_url())
+    keel_tests::config(fixture.database_url())
 }
 
 fn sync_properties<D: TestDatabase>(fixture: &D) {

@@ -160,7 +160,7 @@ mod restart_under_load {
     const LOAD_AFTER: Duration = Duration::from_millis(800);
 
     fn config(cluster: &PgCluster) -> DatabaseConfig {
-        let mut config = DatabaseConfig::new(DatabaseUrl::Postgres(cluster.url("postgres")));
+        let mut config = keel_tests::config(DatabaseUrl::Postgres(cluster.url("postgres")));
         config.pool_size = 4; // fewer connections than writers: they share
         config.checkout_timeout = Duration::from_secs(2);
         config.connect_timeout = Duration::from_secs(2);
@@ -522,7 +522,7 @@ mod pool_exhaustion {
 
     fn config<D: TestDatabase>(fixture: &D) -> DatabaseConfig {
         fixture.migrate();
-        let mut config = DatabaseConfig::new(fixture.database_url());
+        let mut config = keel_tests::config(fixture.database_url());
         config.pool_size = POOL_SIZE;
         config.checkout_timeout = CHECKOUT_TIMEOUT;
         config
@@ -643,7 +643,7 @@ mod sqlite_contention {
 
     fn config(fixture: &SqliteTestDatabase) -> DatabaseConfig {
         fixture.migrate();
-        DatabaseConfig::new(fixture.database_url()) // busy timeout 5 s
+        keel_tests::config(fixture.database_url()) // busy timeout 5 s
     }
 
     #[test]
@@ -1024,7 +1024,7 @@ mod serialization_retry {
             return;
         };
         fixture.migrate();
-        let db = Database::connect(&DatabaseConfig::new(fixture.database_url())).expect("pool");
+        let db = Database::connect(&keel_tests::config(fixture.database_url())).expect("pool");
         let (names, attempts, errors) = sync_write_skew(&db, true);
         check_write_skew(&names, &attempts, &errors, true);
     }
@@ -1033,7 +1033,7 @@ mod serialization_retry {
     fn sync_sqlite_transactions_serialize_without_retry() {
         let fixture = SqliteTestDatabase::create();
         fixture.migrate();
-        let db = Database::connect(&DatabaseConfig::new(fixture.database_url())).expect("pool");
+        let db = Database::connect(&keel_tests::config(fixture.database_url())).expect("pool");
         let (names, attempts, errors) = sync_write_skew(&db, false);
         check_write_skew(&names, &attempts, &errors, false);
         assert_eq!(
@@ -1049,7 +1049,7 @@ mod serialization_retry {
             return;
         };
         fixture.migrate();
-        let db = AsyncDatabase::connect(&DatabaseConfig::new(fixture.database_url()))
+        let db = AsyncDatabase::connect(&keel_tests::config(fixture.database_url()))
             .await
             .expect("pool");
         let (names, attempts, errors) = async_write_skew(&db, true).await;
@@ -1060,7 +1060,7 @@ mod serialization_retry {
     async fn async_sqlite_transactions_serialize_without_retry() {
         let fixture = SqliteTestDatabase::create();
         fixture.migrate();
-        let db = AsyncDatabase::connect(&DatabaseConfig::new(fixture.database_url()))
+        let db = AsyncDatabase::connect(&keel_tests::config(fixture.database_url()))
             .await
             .expect("pool");
         let (names, attempts, errors) = async_write_skew(&db, false).await;
@@ -1079,7 +1079,7 @@ mod serialization_retry {
         };
         fixture.migrate();
         quick_deadlocks(&fixture);
-        let db = Database::connect(&DatabaseConfig::new(fixture.database_url())).expect("pool");
+        let db = Database::connect(&keel_tests::config(fixture.database_url())).expect("pool");
         let a = db.users().create(&new_user("a", 0)).expect("a");
         let b = db.users().create(&new_user("b", 0)).expect("b");
         let rendezvous = Rendezvous::new();
@@ -1130,7 +1130,7 @@ mod serialization_retry {
         };
         fixture.migrate();
         quick_deadlocks(&fixture);
-        let db = AsyncDatabase::connect(&DatabaseConfig::new(fixture.database_url()))
+        let db = AsyncDatabase::connect(&keel_tests::config(fixture.database_url()))
             .await
             .expect("pool");
         let a = db.users().create(&new_user("a", 0)).await.expect("a");
@@ -1242,7 +1242,7 @@ mod async_pool_limits {
 
     fn config(fixture: &PgTestDatabase) -> DatabaseConfig {
         fixture.migrate();
-        let mut config = DatabaseConfig::new(fixture.database_url());
+        let mut config = keel_tests::config(fixture.database_url());
         config.pool_size = 1;
         config.idle_timeout = None;
         config.max_lifetime = None;

@@ -48,7 +48,7 @@ fn seed_posts_and_comments<D: TestDatabase>(fixture: &D, posts: usize, comments:
 
 fn config<D: TestDatabase>(fixture: &D) -> DatabaseConfig {
     fixture.migrate();
-    let mut config = DatabaseConfig::new(fixture.database_url());
+    let mut config = keel_tests::config(fixture.database_url());
     config.pool_size = 4;
     config
 }
@@ -908,7 +908,7 @@ mod copy_loads {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn run_blocking_refuses_an_in_memory_sqlite_database() {
         let url = keel_repo::DatabaseUrl::parse(":memory:").expect("url");
-        let db = AsyncDatabase::connect(&DatabaseConfig::new(url))
+        let db = AsyncDatabase::connect(&keel_tests::config(url))
             .await
             .expect("pool");
         let result = db.run_blocking(|db| db.users().page(None, 1)).await;
@@ -916,5 +916,34 @@ mod copy_loads {
             matches!(&result, Err(RepoError::Connection(m)) if m.contains("in-memory")),
             "{result:?}"
         );
+    }
+}
+
+/// With both pools built, `DatabaseConfig::pool` chooses, and each serves
+/// the same calls.
+#[cfg(feature = "bb8")]
+mod both_pools_built {
+    use super::*;
+    use keel_repo::asynchronous::AsyncDatabase;
+
+    async fn serves(pool: keel_repo::PoolKind) {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let mut config = config(&fixture);
+        config.pool = pool;
+        let db = AsyncDatabase::connect(&config).await.expect("pool");
+        let user = db.users().create(&new_user(0)).await.expect("create");
+        assert_eq!(db.users().get_by_id(user.id).await.expect("get"), user);
+        // deadpool counts waiters and bb8 does not; both count their open connections.
+        assert!(db.pool_status().size >= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deadpool_serves() {
+        serves(keel_repo::PoolKind::Deadpool).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bb8_serves() {
+        serves(keel_repo::PoolKind::Bb8).await;
     }
 }
