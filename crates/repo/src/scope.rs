@@ -227,11 +227,9 @@ impl QueryScope {
 
     /// [`QueryScope::repeats_intended`] for a future, in either mode: the
     /// mark holds during each poll of `f` (where keel's statements run).
-    pub fn repeats_intended_in<F: Future>(f: F) -> impl Future<Output = F::Output> {
-        async move {
-            let mut f = std::pin::pin!(f);
-            std::future::poll_fn(|cx| Self::repeats_intended(|| f.as_mut().poll(cx))).await
-        }
+    pub async fn repeats_intended_in<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| Self::repeats_intended(|| f.as_mut().poll(cx))).await
     }
 
     /// [`QueryScope::repeats_intended`] for a future (a task-local mark).

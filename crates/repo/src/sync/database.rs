@@ -292,11 +292,9 @@ impl Database {
         let mut pooled = self.checkout()?;
         let mut conn = pooled.conn()?;
         complete_now(async { Ok(conn.begin(isolation).await?) })?;
-        let transaction = Transaction {
+        let result = f(&Transaction {
             connection: Mutex::new(Some(conn.reborrow())),
-        };
-        let result = f(&transaction);
-        drop(transaction);
+        });
         match result {
             Ok(value) => {
                 complete_now(async { Ok(conn.commit().await?) })?;
