@@ -13,9 +13,6 @@
 //! repository a service writes for its own tables works on all of them, as
 //! keel's own do.
 
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll, Waker};
-
 use crate::conn::{Backend, Conn};
 use crate::scope::check_current;
 use crate::{RepoError, error};
@@ -130,11 +127,13 @@ pub fn finish<T>(conn: &mut Conn<'_>, result: diesel::QueryResult<T>) -> Result<
 /// Runs a future that completes on its first poll (sync mode: every
 /// statement already ran). One that is still pending (it awaited something
 /// other than keel's sync connections) is an error, not a hang.
+#[cfg(feature = "sync")]
 pub(crate) fn complete_now<T>(
     body: impl Future<Output = Result<T, RepoError>>,
 ) -> Result<T, RepoError> {
-    let mut body = pin!(body);
-    match Pin::as_mut(&mut body).poll(&mut Context::from_waker(Waker::noop())) {
+    use std::task::{Context, Poll, Waker};
+    let mut body = std::pin::pin!(body);
+    match body.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(result) => result,
         Poll::Pending => Err(RepoError::Connection(
             "a sync call awaited something that was not ready: sync executors run only work \

@@ -321,13 +321,13 @@ pub(crate) fn check_current<T>(result: Result<T, RepoError>) -> Result<T, RepoEr
 }
 
 /// The scope and intent of the caller, carried into a blocking hop.
-#[cfg(feature = "async")]
+#[cfg(all(feature = "async", feature = "sync"))]
 pub(crate) struct ScopeContext {
     scope: Option<QueryScope>,
     intended: bool,
 }
 
-#[cfg(feature = "async")]
+#[cfg(all(feature = "async", feature = "sync"))]
 impl ScopeContext {
     pub(crate) fn capture() -> Self {
         Self {
