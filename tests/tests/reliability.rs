@@ -52,11 +52,10 @@ fn collect<T>(receiver: &std::sync::mpsc::Receiver<T>, count: usize, deadline: D
 
 /// Awaits every task, failing if they take longer than `deadline` in all.
 ///
-/// The async tests run their workers with `spawn_local` (inside a
-/// `LocalSet`): a future running `AsyncDatabase::transaction` cannot be
-/// proven `Send` by rustc today ("implementation of `AsyncExecutor` is not
-/// general enough"), so `tokio::spawn` rejects it. Local tasks still run
-/// concurrently; the connections' I/O runs on the multi-thread runtime.
+/// Async transactions are `Send`, so workers can run in `tokio::spawn`.
+/// Some tests still run theirs with `spawn_local` (inside a `LocalSet`),
+/// where local tasks share one thread and tokio forbids `block_in_place`:
+/// SQLite calls run directly on that thread there.
 async fn join_all<T: 'static>(
     tasks: Vec<tokio::task::JoinHandle<T>>,
     deadline: Duration,
@@ -576,12 +575,10 @@ mod pool_exhaustion {
                 .await
                 .expect("pool"),
         );
-        let local = tokio::task::LocalSet::new();
-        let _guard = local.enter();
         let holders: Vec<_> = (0..HOLDERS)
             .map(|h| {
                 let db = db.clone();
-                tokio::task::spawn_local(async move {
+                tokio::spawn(async move {
                     let started = Instant::now();
                     let result = db
                         .transaction(async |tx| {
@@ -594,7 +591,7 @@ mod pool_exhaustion {
                 })
             })
             .collect();
-        check(&local.run_until(join_all(holders, HOLD * 5)).await);
+        check(&join_all(holders, HOLD * 5).await);
 
         for n in 0..5 {
             db.users()
