@@ -63,42 +63,33 @@ pub fn comment_count_and_max_id() -> _ {
     comments::table.select((dsl::count_star(), highest))
 }
 
-/// The comments of a [`CommentsQuery`], oldest first. Every refinement is
-/// a bound value (an absent author is the whole id range, an absent cursor
-/// 0, an absent limit the largest), so the statement is the same for every
-/// query: prepared once, on the post's index.
+/// The rows of a [`CommentsQuery`], before their order. Every refinement
+/// is a bound value (an absent author is the whole id range, an absent
+/// cursor the lowest id, an absent limit the largest), so the statement is
+/// the same for every query: prepared once, on the post's index.
 #[dsl::auto_type]
-fn comments_matching_oldest_first<DB: Backend>(
-    post_id: i32,
-    first_author: i32,
-    last_author: i32,
-    after: i32,
-    limit: i64,
-) -> _ {
-    let select: AsSelect<Comment, DB> = Comment::as_select();
+fn comments_filtered(post_id: i32, first_author: i32, last_author: i32, after: i32) -> _ {
     comments::table
         .filter(comments::post_id.eq(post_id))
         .filter(comments::author_id.between(first_author, last_author))
         .filter(comments::id.gt(after))
+}
+
+/// [`comments_filtered`], oldest first.
+#[dsl::auto_type]
+fn comments_oldest_first<DB: Backend>(filtered: comments_filtered, limit: i64) -> _ {
+    let select: AsSelect<Comment, DB> = Comment::as_select();
+    filtered
         .order(comments::id.asc())
         .limit(limit)
         .select(select)
 }
 
-/// [`comments_matching_oldest_first`], newest first.
+/// [`comments_filtered`], newest first.
 #[dsl::auto_type]
-fn comments_matching_newest_first<DB: Backend>(
-    post_id: i32,
-    first_author: i32,
-    last_author: i32,
-    after: i32,
-    limit: i64,
-) -> _ {
+fn comments_newest_first<DB: Backend>(filtered: comments_filtered, limit: i64) -> _ {
     let select: AsSelect<Comment, DB> = Comment::as_select();
-    comments::table
-        .filter(comments::post_id.eq(post_id))
-        .filter(comments::author_id.between(first_author, last_author))
-        .filter(comments::id.gt(after))
+    filtered
         .order(comments::id.desc())
         .limit(limit)
         .select(select)
@@ -112,28 +103,11 @@ pub(crate) async fn comments_matching(
     let authors = query.author_id.map_or((i32::MIN, i32::MAX), |a| (a, a));
     let after = query.after.unwrap_or(i32::MIN);
     let limit = query.limit.unwrap_or(i64::MAX);
+    let filtered = comments_filtered(query.post_id, authors.0, authors.1, after);
     if query.newest_first {
-        run!(
-            conn,
-            load(comments_matching_newest_first(
-                query.post_id,
-                authors.0,
-                authors.1,
-                after,
-                limit
-            ))
-        )
+        run!(conn, load(comments_newest_first(filtered, limit)))
     } else {
-        run!(
-            conn,
-            load(comments_matching_oldest_first(
-                query.post_id,
-                authors.0,
-                authors.1,
-                after,
-                limit
-            ))
-        )
+        run!(conn, load(comments_oldest_first(filtered, limit)))
     }
 }
 
