@@ -919,31 +919,43 @@ mod copy_loads {
     }
 }
 
-/// With both pools built, `DatabaseConfig::pool` chooses, and each serves
-/// the same calls.
+/// With both pools built, `DatabaseConfig::pool` chooses, and the pool
+/// chosen is the one serving: deadpool counts a caller waiting for the only
+/// connection, bb8 never counts waiters.
 #[cfg(feature = "bb8")]
 mod both_pools_built {
     use super::*;
     use keel_repo::asynchronous::AsyncDatabase;
+    use std::sync::Arc;
 
-    async fn serves(pool: keel_repo::PoolKind) {
+    /// Callers waiting while the one connection is held in a session.
+    async fn waiting_while_held(pool: keel_repo::PoolKind) -> u64 {
         let fixture = keel_tests::SqliteTestDatabase::create();
         let mut config = config(&fixture);
         config.pool = pool;
-        let db = AsyncDatabase::connect(&config).await.expect("pool");
+        config.pool_size = 1;
+        let db = Arc::new(AsyncDatabase::connect(&config).await.expect("pool"));
         let user = db.users().create(&new_user(0)).await.expect("create");
-        assert_eq!(db.users().get_by_id(user.id).await.expect("get"), user);
-        // deadpool counts waiters and bb8 does not; both count their open connections.
-        assert!(db.pool_status().size >= 1);
+        let session = db.session().await.expect("session");
+        let waiter = tokio::spawn({
+            let db = db.clone();
+            async move { db.users().get_by_id(user.id).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let waiting = db.pool_status().waiting;
+        drop(session);
+        let found = waiter.await.expect("task").expect("the waiter is served");
+        assert_eq!(found, user);
+        waiting
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deadpool_serves() {
-        serves(keel_repo::PoolKind::Deadpool).await;
+    async fn deadpool_serves_when_chosen() {
+        assert_eq!(waiting_while_held(keel_repo::PoolKind::Deadpool).await, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn bb8_serves() {
-        serves(keel_repo::PoolKind::Bb8).await;
+    async fn bb8_serves_when_chosen() {
+        assert_eq!(waiting_while_held(keel_repo::PoolKind::Bb8).await, 0);
     }
 }
