@@ -215,26 +215,6 @@ impl RepoError {
             reason: reason.into(),
         }
     }
-
-    /// Maps a diesel error, naming the foreign-key columns a failed write of
-    /// this entity may have violated (SQLite does not say which one did).
-    fn from_write(error: DieselError, foreign_keys: &str) -> Self {
-        match error {
-            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info) => {
-                let field = info
-                    .constraint_name()
-                    .and_then(|name| name.strip_suffix("_fkey"))
-                    .and_then(|name| {
-                        info.table_name()
-                            .and_then(|table| name.strip_prefix(table))
-                            .map(|c| c.trim_start_matches('_').to_owned())
-                    })
-                    .unwrap_or_else(|| foreign_keys.to_owned());
-                Self::RelatedMissing { field }
-            }
-            other => other.into(),
-        }
-    }
 }
 
 impl From<DieselError> for RepoError {
@@ -254,8 +234,19 @@ impl From<DieselError> for RepoError {
                 };
                 Self::Conflict { constraint }
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
-                Self::from_write(error, UNNAMED_FOREIGN_KEY)
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info) => {
+                // PostgreSQL names the constraint (`posts_author_id_fkey`),
+                // and so the column; SQLite does not (see `naming_related`).
+                let field = info
+                    .constraint_name()
+                    .and_then(|name| name.strip_suffix("_fkey"))
+                    .and_then(|name| {
+                        info.table_name()
+                            .and_then(|table| name.strip_prefix(table))
+                            .map(|c| c.trim_start_matches('_').to_owned())
+                    })
+                    .unwrap_or_else(|| UNNAMED_FOREIGN_KEY.to_owned());
+                Self::RelatedMissing { field }
             }
             DieselError::NotFound => Self::NotFound {
                 entity: "row",
