@@ -959,3 +959,87 @@ mod both_pools_built {
         assert_eq!(waiting_while_held(keel_repo::PoolKind::Bb8).await, 0);
     }
 }
+
+/// `in_memory()`: a fresh, migrated database in one call, the same one for
+/// every call on the pool, and a new one for each call to `in_memory()`.
+mod in_memory {
+    use super::*;
+    use keel_repo::asynchronous::AsyncDatabase;
+    use keel_repo::sync::Database;
+
+    #[test]
+    fn sync_pool_session_and_transaction_see_one_migrated_database() {
+        let db = Database::in_memory().expect("in-memory database");
+        assert!(
+            db.run_migrations().expect("again").is_empty(),
+            "already migrated"
+        );
+        let user = db.users().create(&new_user(1)).expect("create");
+        let session = db.session().expect("session");
+        assert_eq!(
+            session
+                .users()
+                .get_by_id(user.id)
+                .expect("seen by the session"),
+            user
+        );
+        drop(session);
+        let post = db
+            .transaction(|tx| tx.posts().create(&new_post(user.id, "hello")))
+            .expect("a transaction on the same database");
+        // Foreign keys are on: deleting the user takes the post.
+        db.users().delete(user.id).expect("delete");
+        assert!(matches!(
+            db.posts().get_by_id(post.id),
+            Err(RepoError::NotFound { .. })
+        ));
+
+        let other = Database::in_memory().expect("a second one");
+        assert_eq!(
+            other.users().table_sizes().expect("sizes").users.rows,
+            0,
+            "each call is a new database"
+        );
+        assert_eq!(db.users().table_sizes().expect("sizes").users.rows, 0);
+        other
+            .users()
+            .create(&new_user(1))
+            .expect("same email, other database");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_pool_session_and_transaction_see_one_migrated_database() {
+        let db = AsyncDatabase::in_memory()
+            .await
+            .expect("in-memory database");
+        assert!(
+            db.run_migrations().await.expect("again").is_empty(),
+            "already migrated"
+        );
+        let user = db.users().create(&new_user(1)).await.expect("create");
+        let session = db.session().await.expect("session");
+        assert_eq!(
+            session
+                .users()
+                .get_by_id(user.id)
+                .await
+                .expect("seen by the session"),
+            user
+        );
+        drop(session);
+        let post = db
+            .transaction(async |tx| tx.posts().create(&new_post(user.id, "hello")).await)
+            .await
+            .expect("a transaction on the same database");
+        assert_eq!(
+            db.posts().get_by_id(post.id).await.expect("committed"),
+            post
+        );
+
+        let other = AsyncDatabase::in_memory().await.expect("a second one");
+        assert!(matches!(
+            other.users().get_by_id(user.id).await,
+            Err(RepoError::NotFound { .. })
+        ));
+    }
+}

@@ -1,6 +1,7 @@
 //! The migrations build the schema of `WORKLOAD.md` on both backends, undo it
 //! exactly, and the database itself enforces what the schema promises.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error};
 use keel_migrations::{MigrationState, Migrator};
@@ -42,14 +43,14 @@ backend_tests! {
         assert!(db.tables(&mut conn).is_empty());
 
         let applied = db.migrate();
-        assert_eq!(applied.len(), 3, "{applied:?}");
+        assert_eq!(applied.len(), 4, "{applied:?}");
         assert!(applied[0].ends_with("_create_users"), "{applied:?}");
         assert_eq!(db.tables(&mut conn), TABLES);
 
         let mut migrator = Migrator::connect(&db.database_url()).expect("connect");
         assert!(migrator.run_pending().expect("second run").is_empty());
         let status = migrator.status().expect("status");
-        assert_eq!(status.len(), 3);
+        assert_eq!(status.len(), 4);
         assert!(status.iter().all(|m| m.state == MigrationState::Applied));
     }
 
@@ -58,15 +59,15 @@ backend_tests! {
         let mut migrator = Migrator::connect(&db.database_url()).expect("connect");
 
         let reverted = migrator.revert(99).expect("revert all");
-        assert_eq!(reverted.len(), 3);
-        assert!(reverted[0].ends_with("_create_comments"), "newest first: {reverted:?}");
+        assert_eq!(reverted.len(), 4);
+        assert!(reverted[0].ends_with("_created_at_default_utc"), "newest first: {reverted:?}");
         assert!(db.tables(&mut conn).is_empty(), "down.sql leaves tables behind");
         assert!(db.indexes(&mut conn).is_empty(), "down.sql leaves indexes behind");
         assert!(migrator.status().expect("status").iter().all(|m| m.state == MigrationState::Pending));
 
-        assert_eq!(migrator.run_pending().expect("up again").len(), 3);
+        assert_eq!(migrator.run_pending().expect("up again").len(), 4);
         assert_eq!(db.tables(&mut conn), TABLES);
-        assert_eq!(migrator.redo().expect("redo").as_deref().map(|n| n.ends_with("_create_comments")), Some(true));
+        assert_eq!(migrator.redo().expect("redo").as_deref().map(|n| n.ends_with("_created_at_default_utc")), Some(true));
         assert_eq!(db.tables(&mut conn), TABLES);
     }
 
@@ -123,7 +124,7 @@ backend_tests! {
         assert_eq!(user.email, "user1@example.com");
         assert_eq!(user.first_name.as_deref(), Some("First1"));
         let age = chrono::Utc::now().naive_utc() - user.created_at;
-        assert!(age.num_hours().abs() < 24, "created_at defaulted to {}", user.created_at);
+        assert!(age.num_seconds().abs() < 600, "created_at defaulted to {}, not UTC now", user.created_at);
 
         diesel::sql_query("INSERT INTO users (email, full_name) VALUES ('x@example.com', 'X')")
             .execute(&mut conn)
@@ -203,5 +204,46 @@ backend_tests! {
         let bodies: Vec<String> = comments::table.select(comments::body).load(&mut conn).expect("comments");
         assert_eq!(bodies, ["bob on b1"]);
         assert_eq!(users::table.select(users::id).load::<i32>(&mut conn), Ok(vec![bob]));
+    }
+}
+
+/// `created_at` defaults to UTC whoever writes the row: here a session set
+/// to New York (UTC-5 or UTC-4), as psql, a second service or a backfill might
+/// be. With the old `DEFAULT now()` the three rows held New York time, hours
+/// away from UTC. SQLite has no session time zone (`CURRENT_TIMESTAMP` is UTC).
+#[test]
+fn created_at_defaults_to_utc_in_a_new_york_session() {
+    let Some(db) = keel_tests::PgTestDatabase::create() else {
+        return;
+    };
+    let mut conn = db.migrated_connection();
+    conn.batch_execute("SET TIME ZONE 'America/New_York'")
+        .expect("set the session's zone");
+    let zone: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+        "current_setting('TimeZone')",
+    ))
+    .get_result(&mut conn)
+    .expect("read the zone");
+    assert_eq!(zone, "America/New_York");
+    conn.batch_execute(
+        "INSERT INTO users (email, full_name) VALUES ('ny@example.com', 'New York');
+         INSERT INTO posts (title, content, author_id) SELECT 't', 'c', id FROM users;
+         INSERT INTO comments (body, post_id, author_id) SELECT 'b', p.id, p.author_id FROM posts p;",
+    )
+    .expect("insert with the defaults");
+    let stamps: Vec<chrono::NaiveDateTime> = users::table
+        .select(users::created_at)
+        .union_all(posts::table.select(posts::created_at))
+        .union_all(comments::table.select(comments::created_at))
+        .load(&mut conn)
+        .expect("read the defaults");
+    assert_eq!(stamps.len(), 3);
+    let now = chrono::Utc::now().naive_utc();
+    for stamp in stamps {
+        let off = (now - stamp).num_seconds().abs();
+        assert!(
+            off < 600,
+            "created_at {stamp} is {off} s away from UTC now ({now})"
+        );
     }
 }

@@ -141,6 +141,22 @@ serve_tests! {
         assert_eq!(got.status(), StatusCode::OK);
         assert_eq!(query_count(&got), 1);
         assert_eq!(json_of(got).await, user);
+        let created_at = user["created_at"].as_str().expect("created_at is a string");
+        let parsed = chrono::DateTime::parse_from_rfc3339(created_at).expect("RFC 3339");
+        assert!(created_at.ends_with('Z'), "UTC, marked as such: {created_at}");
+        let age = chrono::Utc::now().signed_duration_since(parsed).num_seconds().abs();
+        assert!(age < 600, "created_at {created_at} is UTC now");
+
+        let minimal = http
+            .post(server.url("/users"))
+            .json(&json!({ "email": "minimal@example.com", "full_name": "Only Required" }))
+            .send()
+            .await
+            .expect("POST /users with the required fields only");
+        assert_eq!(minimal.status(), StatusCode::CREATED);
+        let minimal = json_of(minimal).await;
+        assert_eq!(minimal["is_active"], true, "is_active defaults to true");
+        assert_eq!(minimal["first_name"], Value::Null);
 
         let by_email = http.get(server.url("/users/by-email/user1@example.com")).send().await.expect("GET");
         assert_eq!(json_of(by_email).await["id"], id);

@@ -13,4 +13,5 @@ mod migrator;
 pub use database_url::{DatabaseUrl, DatabaseUrlError};
 pub use migrator::{
     MigrateError, MigrationState, MigrationStatus, Migrator, POSTGRES, POSTGRES_LOCK_KEY, SQLITE,
+    run_pending_on_sqlite,
 };

@@ -207,6 +207,19 @@ impl Migrator {
     }
 }
 
+/// Applies every pending SQLite migration on a connection the caller
+/// already has, under the same write lock as [`Migrator::run_pending`];
+/// returns their names. This is how an in-memory database gets its schema:
+/// a second connection to `:memory:` would open an empty database of its own.
+pub fn run_pending_on_sqlite(conn: &mut SqliteConnection) -> Result<Vec<String>, MigrateError> {
+    in_write_transaction(conn, |conn| run_pending(conn, Embedded(&SQLITE))).map_err(|source| {
+        MigrateError::Migration {
+            url: "the SQLite connection".to_owned(),
+            source,
+        }
+    })
+}
+
 /// Runs `f` holding the session-level advisory lock [`POSTGRES_LOCK_KEY`],
 /// waiting for it as long as another migrator holds it.
 fn with_advisory_lock<T>(

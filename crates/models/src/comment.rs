@@ -20,6 +20,9 @@ pub struct Comment {
     pub body: String,
     pub post_id: i32,
     pub author_id: i32,
+    /// UTC (the column default is UTC whatever the writer's time zone);
+    /// JSON renders it as RFC 3339 with `Z`.
+    #[serde(serialize_with = "crate::utc_rfc3339")]
     pub created_at: NaiveDateTime,
 }
 

@@ -17,6 +17,25 @@ pub use comment::{Comment, CommentChangeset, NewComment};
 pub use post::{NewPost, Post, PostChangeset};
 pub use user::{NewUser, User, UserChangeset};
 
+/// Serializes a UTC timestamp as RFC 3339 with `Z` (`2026-11-30T03:00:00.123456Z`):
+/// the columns are `TIMESTAMP` without a zone, and a client must not read
+/// them as its local time.
+fn utc_rfc3339<S: serde::Serializer>(
+    at: &chrono::NaiveDateTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(
+        &at.and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    )
+}
+
+/// `is_active` when a new user's input leaves it out: active, as the
+/// reference model's default.
+fn active_by_default() -> bool {
+    true
+}
+
 /// Deserializes a field that is present in the input, `null` included, as
 /// `Some(value)`: with `#[serde(default)]`, an absent field stays `None`, so a
 /// changeset tells "leave it" (absent) from "clear it" (`null`).

@@ -19,6 +19,9 @@ pub struct Post {
     pub title: String,
     pub content: String,
     pub author_id: i32,
+    /// UTC (the column default is UTC whatever the writer's time zone);
+    /// JSON renders it as RFC 3339 with `Z`.
+    #[serde(serialize_with = "crate::utc_rfc3339")]
     pub created_at: NaiveDateTime,
 }
 

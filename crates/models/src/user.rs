@@ -16,6 +16,9 @@ pub struct User {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub is_active: bool,
+    /// UTC (the column default is UTC whatever the writer's time zone);
+    /// JSON renders it as RFC 3339 with `Z`.
+    #[serde(serialize_with = "crate::utc_rfc3339")]
     pub created_at: NaiveDateTime,
 }
 
@@ -34,7 +37,22 @@ pub struct NewUser {
     pub full_name: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    /// Absent in JSON means `true`.
+    #[serde(default = "crate::active_by_default")]
     pub is_active: bool,
+}
+
+impl NewUser {
+    /// An active user with only the required fields.
+    pub fn new(email: impl Into<String>, full_name: impl Into<String>) -> Self {
+        Self {
+            email: email.into(),
+            full_name: full_name.into(),
+            first_name: None,
+            last_name: None,
+            is_active: crate::active_by_default(),
+        }
+    }
 }
 
 /// Changes to a user: `None` leaves a column unchanged; for the nullable

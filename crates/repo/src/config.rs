@@ -167,6 +167,11 @@ impl DatabaseConfig {
         format!("{url}{separator}connect_timeout={seconds}")
     }
 
+    /// Whether the URL names an in-memory SQLite database.
+    pub(crate) fn is_in_memory(&self) -> bool {
+        matches!(&self.url, DatabaseUrl::Sqlite(path) if is_in_memory(path))
+    }
+
     /// A [`RepoError::Connection`] for `error`, naming the backend and the
     /// database, on one line, with any password of the URL hidden: drivers'
     /// messages may quote parts of the URL (libpq quotes a malformed

@@ -9,7 +9,7 @@
 //! once, so in sync mode the whole operation is ready on its first poll and
 //! [`crate::executor`] runs it without a runtime. SQLite is one sync
 //! connection in both modes: async mode runs SQLite operations in place (see
-//! [`crate::executor::Executor::drive`]).
+//! [`crate::executor::drive`]).
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::PgConnection;

@@ -104,8 +104,9 @@ where
 }
 
 /// Runs one operation's future. A SQLite operation blocks: on a tokio
-/// worker (async mode, or sync mode called from async code) it runs in place
-/// with `block_in_place`; everything else is awaited as it is.
+/// worker it runs in place with `block_in_place`; everything else is awaited
+/// as it is. (Sync executors block their thread anyway, on either backend:
+/// call them from async code with `spawn_blocking`.)
 #[doc(hidden)]
 pub async fn drive<F: Future>(backend: Backend, operation: F) -> F::Output {
     #[cfg(feature = "async")]
@@ -139,6 +140,23 @@ pub(crate) fn complete_now<T>(
             "a sync call awaited something that was not ready: sync executors run only work \
              that completes without waiting (use the async executors for that)"
                 .to_owned(),
+        )),
+    }
+}
+
+/// Applies keel's pending migrations on a connection checked out of
+/// `executor`: how an in-memory SQLite database gets its schema, since a
+/// connection of the migrator's own would open a second, empty database.
+pub(crate) async fn migrate_in_place<E: Executor>(executor: &E) -> Result<Vec<String>, RepoError> {
+    let mut guard = executor.checkout().await?;
+    match guard.conn()? {
+        Conn::Sqlite(conn) => drive(Backend::Sqlite, async {
+            keel_migrations::run_pending_on_sqlite(conn)
+        })
+        .await
+        .map_err(|e| RepoError::Connection(e.to_string())),
+        _ => Err(RepoError::Connection(
+            "only an in-memory SQLite database is migrated on a pooled connection".to_owned(),
         )),
     }
 }

@@ -1,17 +1,27 @@
 //! keel-repo: the repositories a service depends on, over keel's schema.
 //!
-//! - **Two modes, one query source.** Feature `sync` (default) gives
+//! - **An open core.** The infrastructure (connections, executors, pools,
+//!   sessions, transactions, retry, scopes, bulk loading, explain, doctor)
+//!   names no table; keel's own tables sit on it as ordinary modules in
+//!   [`tables`], written the way a service writes its own. A service runs its
+//!   own Diesel queries on any pool, session or transaction with
+//!   `with_conn` and [`run!`], in either mode. See `docs/architecture.md`.
+//! - **Two modes, one body.** Feature `sync` (default) gives
 //!   [`sync::Database`] on diesel + r2d2; feature `async` gives
-//!   [`asynchronous::AsyncDatabase`] on diesel-async with deadpool (or bb8 with
-//!   feature `bb8`). The features are additive. Every query is built once in
-//!   [`queries`]; every operation is written once and compiled for each mode
-//!   and backend (see `ops.rs`).
+//!   [`asynchronous::AsyncDatabase`] on diesel-async with deadpool (and bb8
+//!   with feature `bb8`, chosen by `KEEL_POOL`). The features are additive.
+//!   Every operation is one `async fn` over [`Conn`]; sync executors run it to
+//!   its end at once, async ones await it.
 //! - **Backend by URL.** [`DatabaseConfig`] reads `DATABASE_URL`:
 //!   `postgres://…` is PostgreSQL, `sqlite://PATH`, a path or `:memory:` is
 //!   SQLite (with `busy_timeout`, WAL and foreign keys on every connection).
 //! - **Eager loading without N+1.** `users_with_posts_and_comments` runs 3
-//!   statements whatever the number of rows (one per level, `grouped_by`),
+//!   statements whatever the number of rows (one per level, children
+//!   grouped under their parents by key),
 //!   returning named types ([`UserWithPostsAndComments`]).
+//! - **Tests in one call.** [`sync::Database::in_memory`] and
+//!   [`asynchronous::AsyncDatabase::in_memory`] give a fresh, migrated
+//!   in-memory SQLite database.
 //! - **Typed errors.** [`RepoError`]: `NotFound`, `Conflict`,
 //!   `RelatedMissing`, `Validation` (checked before any SQL), `PoolTimeout`, …
 //! - **Statement counting.** [`StatementCounter`] on diesel's
@@ -23,12 +33,11 @@
 //! # #[cfg(feature = "sync")] fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use keel_models::NewUser;
 //! use keel_repo::prelude::*;
-//! use keel_repo::{DatabaseConfig, DatabaseUrl, sync::Database};
+//! use keel_repo::sync::Database;
 //!
-//! # let dir = tempfile::tempdir()?;
-//! # let path = dir.path().join("doc.db").display().to_string();
-//! let db = Database::connect(&DatabaseConfig::new(DatabaseUrl::Sqlite(path)))?;
-//! db.run_migrations()?;
+//! // A fresh, migrated in-memory database; `Database::connect(&config)` and
+//! // `db.run_migrations()` open a real one.
+//! let db = Database::in_memory()?;
 //! let user = db.users().create(&NewUser {
 //!     email: "ada@example.com".into(),
 //!     full_name: "Ada Lovelace".into(),

@@ -4,8 +4,8 @@
 //!
 //! A scope is entered with [`QueryScope::run`] (sync: for the current
 //! thread) or [`QueryScope::run_async`] (async: it follows the task, across
-//! awaits and worker threads, and into the blocking hops keel-repo makes for
-//! SQLite). Pooled connections carry the hook ([`crate::StatementCounter`]),
+//! awaits and worker threads, and into the blocking lane keel-repo hops to
+//! for `COPY` and `run_blocking`). Pooled connections carry the hook ([`crate::StatementCounter`]),
 //! so every checkout inside a scope is counted without the caller doing
 //! anything, and a scope never sees another task's statements.
 //!

@@ -129,8 +129,24 @@ impl AsyncDatabase {
         &self.config
     }
 
-    /// Applies keel's pending migrations (on a blocking thread); returns their names.
+    /// A fresh in-memory SQLite database with keel's migrations applied, in
+    /// one call: for a service's tests, one per test. Its pool has the one
+    /// connection that holds the database, so every call sees the same data,
+    /// and the database is gone when the pool is dropped.
+    pub async fn in_memory() -> Result<Self, RepoError> {
+        let config = DatabaseConfig::new(DatabaseUrl::Sqlite(":memory:".into()));
+        let db = Self::connect(&config).await?;
+        db.run_migrations().await?;
+        Ok(db)
+    }
+
+    /// Applies keel's pending migrations (on a blocking thread); returns
+    /// their names. An in-memory SQLite database is migrated on the pool's
+    /// own connection.
     pub async fn run_migrations(&self) -> Result<Vec<String>, RepoError> {
+        if self.config.is_in_memory() {
+            return crate::executor::migrate_in_place(self).await;
+        }
         let url = self.config.url.clone();
         tokio::task::spawn_blocking(move || {
             keel_migrations::Migrator::connect(&url).and_then(|mut migrator| migrator.run_pending())
@@ -185,7 +201,7 @@ impl AsyncDatabase {
     /// statements count in [`AsyncDatabase::statements`] and the current
     /// `QueryScope`, errors become [`RepoError`]s, and a strict scope's N+1
     /// check applies, as for keel's own calls. On SQLite `f` runs in place
-    /// (see [`crate::SqliteCalls`]).
+    /// (see [`crate::executor::drive`]).
     pub async fn with_conn<T>(
         &self,
         f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,

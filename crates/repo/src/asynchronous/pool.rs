@@ -4,7 +4,7 @@
 //! PostgreSQL connections come from diesel-async's manager
 //! (`AsyncPgConnection`). SQLite connections are diesel's sync
 //! `SqliteConnection`, from [`SqliteManager`]: async mode runs SQLite
-//! operations in place (see [`crate::Executor::drive`]), so the pool hands
+//! operations in place (see [`crate::executor::drive`]), so the pool hands
 //! out the plain connection.
 //!
 //! Dead connections: an `AsyncPgConnection` knows when its server went away

@@ -29,7 +29,7 @@ use r2d2::ManageConnection;
 use super::Held;
 use crate::conn::{Conn, Isolation};
 use crate::error::ErrorClass;
-use crate::executor::{ConnGuard, Executor, complete_now};
+use crate::executor::{ConnGuard, Executor, complete_now, migrate_in_place};
 use crate::{
     DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
 };
@@ -206,8 +206,22 @@ impl Database {
         &self.config
     }
 
-    /// Applies keel's pending migrations; returns their names.
+    /// A fresh in-memory SQLite database with keel's migrations applied, in
+    /// one call: for a service's tests, one per test. Its pool has the one
+    /// connection that holds the database, so every call sees the same data,
+    /// and the database is gone when the pool is dropped.
+    pub fn in_memory() -> Result<Self, RepoError> {
+        let db = Self::connect(&DatabaseConfig::new(DatabaseUrl::Sqlite(":memory:".into())))?;
+        db.run_migrations()?;
+        Ok(db)
+    }
+
+    /// Applies keel's pending migrations; returns their names. An in-memory
+    /// SQLite database is migrated on the pool's own connection.
     pub fn run_migrations(&self) -> Result<Vec<String>, RepoError> {
+        if self.config.is_in_memory() {
+            return complete_now(migrate_in_place(self));
+        }
         keel_migrations::Migrator::connect(&self.config.url)
             .and_then(|mut migrator| migrator.run_pending())
             .map_err(|e| RepoError::Connection(self.config.url.redact(&e.to_string())))

@@ -1,0 +1,3 @@
+-- Nothing to change on SQLite: it has no session time zone, and
+-- CURRENT_TIMESTAMP is always UTC. The migration exists so both backends
+-- list the same versions (see migrations/postgres).
