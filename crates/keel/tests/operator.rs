@@ -42,7 +42,7 @@ backend_tests! {
         assert_eq!(output.status.code(), Some(1));
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
         let checks: Vec<&str> = json["findings"].as_array().expect("findings").iter().filter_map(|f| f["check"].as_str()).collect();
-        assert_eq!(checks.iter().filter(|c| **c == "pending_migration").count(), 3, "{json}");
+        assert_eq!(checks.iter().filter(|c| **c == "pending_migration").count(), 4, "one per migration: {json}");
         assert_eq!(checks.iter().filter(|c| **c == "schema_drift").count(), 3, "one per missing table: {json}");
     }
 

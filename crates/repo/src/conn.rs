@@ -64,11 +64,40 @@ pub enum Isolation {
 macro_rules! run {
     ($conn:expr, $method:ident($query:expr $(,)?)) => {
         match $crate::Conn::reborrow($conn) {
-            $crate::Conn::Postgres(c) => $crate::__private::diesel::RunQueryDsl::$method($query, c),
-            $crate::Conn::Sqlite(c) => $crate::__private::diesel::RunQueryDsl::$method($query, c),
+            $crate::Conn::Postgres(c) => match $query {
+                query => {
+                    $crate::__note_shape!(query, pg::Pg);
+                    let result = $crate::__private::diesel::RunQueryDsl::$method(query, c);
+                    $crate::scope::shapes::forget();
+                    result
+                }
+            },
+            $crate::Conn::Sqlite(c) => match $query {
+                query => {
+                    $crate::__note_shape!(query, sqlite::Sqlite);
+                    let result = $crate::__private::diesel::RunQueryDsl::$method(query, c);
+                    $crate::scope::shapes::forget();
+                    result
+                }
+            },
             $crate::Conn::AsyncPostgres(c) => $crate::__async_statement!(c, $method($query)),
         }
     };
+}
+
+/// Tells the N+1 guard the static identity of the statement about to start
+/// (its `QueryId` type, as diesel's prepared-statement cache keys it), so a
+/// scope groups it without rendering its SQL. A query without one (dynamic
+/// SQL, or a generic type here) is rendered as before.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __note_shape {
+    ($query:ident, $($backend:ident)::+) => {{
+        #[allow(unused_imports)]
+        use $crate::scope::shapes::{NoteAny as _, NoteStatic as _};
+        (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::$($backend)::+>::new(&$query))
+            .note();
+    }};
 }
 
 /// The async arm of [`run!`](crate::run), as this build of keel-repo has it.
@@ -77,7 +106,14 @@ macro_rules! run {
 #[macro_export]
 macro_rules! __async_statement {
     ($c:ident, $method:ident($query:expr)) => {
-        $crate::__private::diesel_async::RunQueryDsl::$method($query, $c).await
+        match $query {
+            query => {
+                $crate::__note_shape!(query, pg::Pg);
+                let statement = $crate::__private::diesel_async::RunQueryDsl::$method(query, $c);
+                $crate::scope::shapes::forget();
+                statement.await
+            }
+        }
     };
 }
 

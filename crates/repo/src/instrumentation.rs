@@ -81,14 +81,23 @@ impl Instrumentation for StatementCounter {
                     };
                     self.running = Some((text, std::time::Instant::now()));
                 }
-                // Only a scope needs the text: formatting a statement builds
-                // its SQL again, which the plain count avoids.
+                // Always taken, so a note never outlives its statement.
+                let noted = crate::scope::shapes::take();
+                // Only a scope needs the shape. A statement sent with `run!`
+                // is known by its type; any other is formatted (diesel builds
+                // its SQL again for that).
                 if let Some(scope) = QueryScope::current() {
-                    // One formatting per statement: it builds the SQL again.
-                    let text = query.to_string();
-                    let keyword = leading_keyword(&text);
-                    if !is_transaction_control(&keyword) {
-                        scope.record_statement(&keyword, text);
+                    if let Some(key) = noted {
+                        let shape = crate::scope::shapes::shape_of(key, query);
+                        if !shape.control {
+                            scope.record_noted(key, &shape);
+                        }
+                    } else {
+                        let text = query.to_string();
+                        let keyword = leading_keyword(&text);
+                        if !is_transaction_control(&keyword) {
+                            scope.record_statement(&keyword, text);
+                        }
                     }
                 }
             }
@@ -116,7 +125,7 @@ impl Instrumentation for StatementCounter {
 
 /// The statement's first word, upper-cased, read without formatting the
 /// whole statement (this runs for every query).
-fn leading_keyword(query: &dyn fmt::Display) -> String {
+pub(crate) fn leading_keyword(query: &dyn fmt::Display) -> String {
     struct FirstWord(String);
     impl fmt::Write for FirstWord {
         fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -135,7 +144,7 @@ fn leading_keyword(query: &dyn fmt::Display) -> String {
     word.0
 }
 
-fn is_transaction_control(keyword: &str) -> bool {
+pub(crate) fn is_transaction_control(keyword: &str) -> bool {
     matches!(
         keyword,
         "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "END"

@@ -74,8 +74,10 @@ fn settings_from_env() -> (bool, u32) {
 
 #[derive(Default)]
 struct Record {
-    log: Vec<String>,
+    log: Vec<Arc<str>>,
     select_shapes: HashMap<String, u32>,
+    /// `SELECT`s known by their static identity (see [`shapes`]).
+    noted_selects: HashMap<shapes::ShapeKey, u32>,
     repeated: Option<RepeatedStatement>,
 }
 
@@ -168,10 +170,10 @@ impl QueryScope {
         self.state.statements.load(Ordering::Relaxed)
     }
 
-    /// The statements run so far, in order, with their bind values (the
-    /// first 200).
+    /// The statements run so far, in order (the first 200): those sent with
+    /// [`run!`](crate::run) as their SQL, others with their bind values.
     pub fn statement_log(&self) -> Vec<String> {
-        self.lock().log.clone()
+        self.lock().log.iter().map(|s| s.to_string()).collect()
     }
 
     /// The first `SELECT` shape that ran more often than the threshold.
@@ -257,7 +259,8 @@ impl QueryScope {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records one statement (called by the connection hook).
+    /// Records one statement (called by the connection hook) from its
+    /// rendered text.
     pub(crate) fn record_statement(&self, keyword: &str, text: String) {
         self.state.statements.fetch_add(1, Ordering::Relaxed);
         let mut record = self.lock();
@@ -274,23 +277,45 @@ impl QueryScope {
                     1
                 }
             };
-            if count == self.state.repeat_threshold.saturating_add(1) {
-                tracing::warn!(
-                    scope = %self.state.name,
-                    count,
-                    statement = %shape,
-                    "likely N+1: the same query ran more than {} times in one scope; load the relation eagerly",
-                    self.state.repeat_threshold
-                );
-                let statement = shape.to_owned();
-                record
-                    .repeated
-                    .get_or_insert(RepeatedStatement { statement, count });
-                self.state.flagged.store(true, Ordering::Release);
-            }
+            self.flag_if_repeated(&mut record, count, shape);
         }
         if record.log.len() < LOG_CAPACITY {
-            record.log.push(text);
+            record.log.push(text.into());
+        }
+    }
+
+    /// Records one statement known by its static identity: no rendering,
+    /// one map lookup.
+    pub(crate) fn record_noted(&self, key: shapes::ShapeKey, shape: &shapes::Shape) {
+        self.state.statements.fetch_add(1, Ordering::Relaxed);
+        let mut record = self.lock();
+        if shape.select && !Self::intended_here() {
+            let count = record.noted_selects.entry(key).or_insert(0);
+            *count += 1;
+            let count = *count;
+            self.flag_if_repeated(&mut record, count, &shape.sql);
+        }
+        if record.log.len() < LOG_CAPACITY {
+            record.log.push(shape.sql.clone());
+        }
+    }
+
+    /// Warns, and flags the scope, when a `SELECT` shape's count just went
+    /// past the threshold.
+    fn flag_if_repeated(&self, record: &mut Record, count: u32, shape: &str) {
+        if count == self.state.repeat_threshold.saturating_add(1) {
+            tracing::warn!(
+                scope = %self.state.name,
+                count,
+                statement = %shape,
+                "likely N+1: the same query ran more than {} times in one scope; load the relation eagerly",
+                self.state.repeat_threshold
+            );
+            let statement = shape.to_owned();
+            record
+                .repeated
+                .get_or_insert(RepeatedStatement { statement, count });
+            self.state.flagged.store(true, Ordering::Release);
         }
     }
 
@@ -307,6 +332,140 @@ impl QueryScope {
             }),
             None => Ok(()),
         }
+    }
+}
+
+/// Statement shapes known without rendering. [`run!`](crate::run) notes the
+/// static identity of each statement it sends (its `QueryId` type and
+/// backend: what diesel's prepared-statement cache keys it on, for a query
+/// diesel would cache); the connection hook takes the note when the
+/// statement starts. A shape's SQL is rendered once per process, the first
+/// time it runs in a scope, not once per statement. Queries without a static
+/// identity (dynamic SQL, boxed queries) are rendered per statement.
+#[doc(hidden)]
+pub mod shapes {
+    use std::any::TypeId;
+    use std::cell::Cell;
+    use std::collections::HashMap;
+    use std::marker::PhantomData;
+    use std::sync::{Arc, OnceLock, RwLock};
+
+    use diesel::backend::Backend;
+    use diesel::query_builder::{QueryFragment, QueryId};
+
+    /// A statement's static identity.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct ShapeKey {
+        query: TypeId,
+        backend: TypeId,
+    }
+
+    impl ShapeKey {
+        pub(crate) fn new(query: TypeId, backend: TypeId) -> Self {
+            Self { query, backend }
+        }
+    }
+
+    /// What the guard needs of a shape.
+    #[derive(Debug)]
+    pub struct Shape {
+        /// A `SELECT` (only those count towards an N+1).
+        pub select: bool,
+        /// Transaction control (never recorded).
+        pub control: bool,
+        /// The SQL, without bind values.
+        pub sql: Arc<str>,
+    }
+
+    thread_local! {
+        static NOTED: Cell<Option<ShapeKey>> = const { Cell::new(None) };
+    }
+
+    /// A query about to be sent on backend `DB`.
+    pub struct Probe<'q, Q, DB> {
+        query: &'q Q,
+        backend: PhantomData<DB>,
+    }
+
+    impl<'q, Q, DB> Probe<'q, Q, DB> {
+        /// Wraps the query.
+        pub fn new(query: &'q Q) -> Self {
+            Self {
+                query,
+                backend: PhantomData,
+            }
+        }
+    }
+
+    /// Chosen by method resolution when the query has a `QueryId` and
+    /// renders on `DB` (`(&probe).note()`).
+    pub trait NoteStatic {
+        /// Notes the statement's identity for the hook.
+        fn note(&self);
+    }
+
+    impl<Q, DB> NoteStatic for Probe<'_, Q, DB>
+    where
+        Q: QueryId + QueryFragment<DB>,
+        DB: Backend + Default + 'static,
+    {
+        fn note(&self) {
+            // diesel caches (and keys by type) only queries whose SQL is
+            // fixed for their type: the same rule makes a type a shape.
+            if let Some(query) = Q::query_id()
+                && self
+                    .query
+                    .is_safe_to_cache_prepared(&DB::default())
+                    .unwrap_or(false)
+            {
+                NOTED.set(Some(ShapeKey::new(query, TypeId::of::<DB>())));
+            }
+        }
+    }
+
+    /// The fallback for every other query: nothing noted, the hook renders.
+    pub trait NoteAny {
+        /// Does nothing.
+        fn note(&self);
+    }
+
+    impl<Q, DB> NoteAny for &Probe<'_, Q, DB> {
+        fn note(&self) {}
+    }
+
+    /// Drops a note the statement did not take (it never started).
+    pub fn forget() {
+        NOTED.set(None);
+    }
+
+    /// The note for the statement starting now, if any.
+    pub(crate) fn take() -> Option<ShapeKey> {
+        NOTED.take()
+    }
+
+    pub(crate) fn known() -> &'static RwLock<HashMap<ShapeKey, Arc<Shape>>> {
+        static KNOWN: OnceLock<RwLock<HashMap<ShapeKey, Arc<Shape>>>> = OnceLock::new();
+        KNOWN.get_or_init(Default::default)
+    }
+
+    /// The shape for `key`, rendered from `query` the first time.
+    pub(crate) fn shape_of(key: ShapeKey, query: &dyn std::fmt::Display) -> Arc<Shape> {
+        let read = known().read().map(|map| map.get(&key).cloned());
+        if let Ok(Some(shape)) = read {
+            return shape;
+        }
+        let text = query.to_string();
+        let sql = text.split(" -- binds:").next().unwrap_or_default().trim();
+        let keyword = crate::instrumentation::leading_keyword(&sql);
+        let shape = Arc::new(Shape {
+            select: keyword == "SELECT",
+            control: crate::instrumentation::is_transaction_control(&keyword),
+            sql: sql.into(),
+        });
+        if let Ok(mut map) = known().write() {
+            map.entry(key).or_insert_with(|| shape.clone());
+        }
+        shape
     }
 }
 
@@ -403,5 +562,55 @@ pub fn assert_budget(scope: &QueryScope, op: &str, budget: u64) {
             "expected {op} {budget} statements, {ran} ran:\n{}",
             listing.join("\n")
         );
+    }
+}
+
+#[cfg(all(test, feature = "sync"))]
+mod tests {
+    use std::any::TypeId;
+
+    use diesel::prelude::*;
+    use diesel::query_builder::QueryId;
+    use diesel::sqlite::Sqlite;
+    use keel_schema::users;
+
+    use super::shapes::{ShapeKey, known};
+    use super::*;
+    use crate::sync::Database;
+
+    /// A query sent with `run!` in a scope is grouped by its type: its
+    /// shape is known (rendered once) and repeats count against it.
+    #[test]
+    fn a_run_statement_is_grouped_by_its_type() {
+        #[diesel::dsl::auto_type]
+        fn query() -> _ {
+            users::table
+                .filter(users::full_name.eq("x"))
+                .select(users::last_name)
+        }
+        fn key_of<Q: QueryId>(_: &Q) -> ShapeKey {
+            ShapeKey::new(
+                Q::query_id().expect("a static query id"),
+                TypeId::of::<Sqlite>(),
+            )
+        }
+        let key = key_of(&query());
+        let db = Database::in_memory().expect("database");
+        let scope = QueryScope::named("typed").repeat_threshold(2);
+        let found: Vec<Option<String>> = scope
+            .run(|| {
+                (0..3)
+                    .map(|_| db.with_conn(async |conn| crate::run!(conn, load(query()))))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .expect("three loads")
+            .concat();
+        assert!(found.is_empty());
+        let shape = known().read().expect("shapes").get(&key).cloned();
+        let shape = shape.expect("the shape was noted by type");
+        assert!(shape.select && shape.sql.contains("full_name"), "{shape:?}");
+        let repeated = scope.repeated().expect("the third load crossed the threshold");
+        assert_eq!((repeated.count, &*repeated.statement), (3, &*shape.sql));
+        assert_eq!(scope.statements(), 3);
     }
 }
