@@ -609,7 +609,9 @@ mod tests {
         let shape = known().read().expect("shapes").get(&key).cloned();
         let shape = shape.expect("the shape was noted by type");
         assert!(shape.select && shape.sql.contains("full_name"), "{shape:?}");
-        let repeated = scope.repeated().expect("the third load crossed the threshold");
+        let repeated = scope
+            .repeated()
+            .expect("the third load crossed the threshold");
         assert_eq!((repeated.count, &*repeated.statement), (3, &*shape.sql));
         assert_eq!(scope.statements(), 3);
     }
