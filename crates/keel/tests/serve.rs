@@ -325,13 +325,57 @@ serve_tests! {
         assert_eq!(invalid["error"]["field"], "email");
     }
 
+    async fn unknown_paths_and_methods_get_json_errors(server, http) {
+        for path in ["/", "/users/", "//users", "/users/1/", "/nothing/here"] {
+            let response = http.get(server.url(path)).send().await.expect("GET");
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+            assert!(response.headers().contains_key("x-query-count"), "{path}");
+            assert_eq!(json_of(response).await["error"]["code"], "not_found", "{path}");
+        }
+        for method in ["PUT", "OPTIONS", "TRACE", "BREW"] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let response = http.request(method.clone(), server.url("/users")).send().await.expect("request");
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            let allow = response.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            assert!(allow.contains("GET") && allow.contains("POST"), "{method}: Allow {allow:?}");
+            assert_eq!(json_of(response).await["error"]["code"], "method_not_allowed", "{method}");
+        }
+    }
+
+    async fn metrics_stay_bounded_whatever_the_methods_and_paths(server, http) {
+        // 10,000 requests, each with a method and a path of its own: before,
+        // each method became a label of its own and the output grew without
+        // end (issue 14 measured 85 MB after 25,000).
+        let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+        for n in 0..10_000u32 {
+            let method = if n % 3 == 0 {
+                format!("M{n:0>40}")
+            } else {
+                methods[n as usize % methods.len()].to_owned()
+            };
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let path = format!("/random/{n}/{}", "x".repeat((n % 50) as usize));
+            let response = http.request(method, server.url(&path)).send().await.expect("answered");
+            assert!(response.status().is_client_error(), "{}", response.status());
+        }
+        let metrics = http.get(server.url("/metrics")).send().await.expect("GET").text().await.expect("text");
+        // Fixed label sets: 8 methods x (routes + unmatched) x a few statuses.
+        assert!(metrics.len() < 64 * 1024, "{} bytes:\n{metrics}", metrics.len());
+        assert!(!metrics.contains("/random/"), "paths are not labels");
+        assert!(metrics.contains("route=\"unmatched\""), "{metrics}");
+        assert!(metrics.contains("method=\"other\""), "{metrics}");
+    }
+
     async fn health_and_metrics_report_the_service(server, http) {
         let health = http.get(server.url("/healthz")).send().await.expect("GET");
         assert_eq!(health.status(), StatusCode::OK);
         assert_eq!(json_of(health).await["pending_migrations"], 0);
         create_user(&http, &server, 1).await;
         let metrics = http.get(server.url("/metrics")).send().await.expect("GET").text().await.expect("text");
-        assert!(metrics.contains("keel_http_requests_total{method=\"POST\",status=\"201\"} 1"), "{metrics}");
+        assert!(
+            metrics.contains("keel_http_requests_total{method=\"POST\",route=\"/users\",status=\"201\"} 1"),
+            "{metrics}"
+        );
         assert!(metrics.contains("keel_http_request_duration_seconds_bucket"), "{metrics}");
         assert!(metrics.contains("keel_db_statements_total"), "{metrics}");
         for gauge in ["keel_db_pool_max_size 10", "keel_db_pool_size ", "keel_db_pool_idle ", "keel_db_pool_waiting 0", "keel_db_pool_checkouts_total "] {

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text for requests, latencies and the database.
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
@@ -28,16 +29,16 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
-                "HTTP requests answered, by method and status",
+                "HTTP requests answered, by method, route and status",
             ),
-            &["method", "status"],
+            &["method", "route", "status"],
         )?;
         let latency = HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "Time to answer a request")
                 .buckets(vec![
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 ]),
-            &["method"],
+            &["method", "route"],
         )?;
         let statements = IntGauge::new(
             "db_statements_total",
@@ -71,12 +72,33 @@ impl Metrics {
         })
     }
 
-    /// Records one answered request.
-    pub(crate) fn observe(&self, method: &str, status: u16, seconds: f64) {
+    /// Records one answered request. The labels come from fixed sets, so
+    /// no client can grow the output: the method is one of the standard
+    /// ones or `other`, the route is the matched template (`/users/{id}`)
+    /// or `unmatched`, and a status is one of at most 500 numbers.
+    pub(crate) fn observe(&self, method: &Method, route: Option<&str>, status: u16, seconds: f64) {
+        let method = method_label(method);
+        let route = route.unwrap_or("unmatched");
         self.requests
-            .with_label_values(&[method, &status.to_string()])
+            .with_label_values(&[method, route, &status.to_string()])
             .inc();
-        self.latency.with_label_values(&[method]).observe(seconds);
+        self.latency
+            .with_label_values(&[method, route])
+            .observe(seconds);
+    }
+}
+
+/// A method's label: the standard methods by name, any other as `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 

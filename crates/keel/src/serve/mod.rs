@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -122,6 +122,10 @@ fn with_middleware(router: Router, state: AppState) -> Router {
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|matched| matched.as_str().to_owned());
     let started = Instant::now();
     let scope = QueryScope::named(format!("{method} {path}")).strict(state.strict);
     let mut response = scope.run_async(next.run(request)).await;
@@ -142,7 +146,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let status = response.status().as_u16();
     state
         .metrics
-        .observe(method.as_str(), status, elapsed.as_secs_f64());
+        .observe(&method, route.as_deref(), status, elapsed.as_secs_f64());
     tracing::info!(
         %method,
         %path,

@@ -46,7 +46,24 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(super::health::healthz))
         .route("/metrics", get(super::metrics::metrics))
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Any path no route matches: a JSON 404, like every other error.
+async fn no_such_endpoint() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A route that exists, with a method it does not take: a JSON 405 (axum
+/// adds the `Allow` header listing the methods it does take).
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method",
+    )
 }
 
 #[derive(Deserialize)]
