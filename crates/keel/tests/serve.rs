@@ -325,6 +325,36 @@ serve_tests! {
         assert_eq!(invalid["error"]["field"], "email");
     }
 
+    async fn json_bodies_are_objects_and_nulls_are_refused(server, http) {
+        let user = create_user(&http, &server, 1).await;
+        let id = user["id"].as_i64().expect("id");
+        // serde would read an array into the struct by position.
+        let array = http.post(server.url("/users")).json(&json!(["array@x.com", "By Position", null, null, true])).send().await.expect("POST");
+        assert_eq!(array.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(json_of(array).await["error"]["code"], "invalid_body");
+        let patch = http.patch(server.url(&format!("/users/{id}"))).json(&json!(["new@x.com", "Name"])).send().await.expect("PATCH");
+        assert_eq!(patch.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        for field in ["email", "full_name", "is_active"] {
+            let response = http.patch(server.url(&format!("/users/{id}"))).json(&json!({ field: null })).send().await.expect("PATCH");
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+            assert_eq!(json_of(response).await["error"]["field"], field);
+        }
+        let nullable = http.patch(server.url(&format!("/users/{id}"))).json(&json!({ "last_name": null })).send().await.expect("PATCH");
+        assert_eq!(nullable.status(), StatusCode::OK, "a nullable column takes null");
+        let after = json_of(http.get(server.url(&format!("/users/{id}"))).send().await.expect("GET")).await;
+        assert_eq!((&after["email"], &after["full_name"]), (&user["email"], &user["full_name"]), "nothing else changed");
+        let users = json_of(http.get(server.url("/users")).send().await.expect("GET")).await;
+        assert_eq!(users["items"].as_array().map(Vec::len), Some(1), "the array created no user");
+
+        let missing = http.get(server.url("/posts/999999/comments")).send().await.expect("GET");
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND, "as GET /posts/999999 is");
+        let post = http.post(server.url(&format!("/users/{id}/posts"))).json(&json!({ "title": "t", "content": "c" })).send().await.expect("POST");
+        let post_id = json_of(post).await["id"].as_i64().expect("post id");
+        let empty = http.get(server.url(&format!("/posts/{post_id}/comments"))).send().await.expect("GET");
+        assert_eq!(empty.status(), StatusCode::OK, "a post without comments is no 404");
+        assert_eq!(json_of(empty).await["items"], json!([]));
+    }
+
     async fn unknown_paths_and_methods_get_json_errors(server, http) {
         for path in ["/", "/users/", "//users", "/users/1/", "/nothing/here"] {
             let response = http.get(server.url(path)).send().await.expect("GET");

@@ -106,6 +106,8 @@ impl From<RepoError> for ApiError {
 
 /// `Json<T>` whose rejections are [`ApiError`]s: malformed JSON 400, wrong
 /// content type 415, too large 413, a well-formed body of the wrong shape 422.
+/// The body must be a JSON object: serde would also read an array into a
+/// struct, field by position (`["a@x.com", "Name"]` as an email and a name).
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -116,8 +118,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
+        match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(value)) => Self::from_value(value),
             Err(rejection) => Err(match rejection {
                 JsonRejection::JsonDataError(e) => Self::data_error(&e.body_text()),
                 JsonRejection::JsonSyntaxError(e) => {
@@ -138,6 +140,38 @@ where
                 other => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
             }),
         }
+    }
+}
+
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// Reads a parsed body: a JSON object of `T`'s shape, else a 422.
+    pub(crate) fn from_value(value: serde_json::Value) -> Result<Self, ApiError> {
+        if !value.is_object() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| Self::data_error(&e.to_string()))
+    }
+}
+
+/// A 422 for the first of `fields` that `body` sets to `null`: in a
+/// changeset an absent field means "leave it", and `null` cannot be stored
+/// in these columns, so it must not pass for "leave it".
+pub(crate) fn reject_nulls(
+    body: &serde_json::Map<String, serde_json::Value>,
+    fields: &[&str],
+) -> Result<(), ApiError> {
+    match fields
+        .iter()
+        .find(|f| body.get(**f).is_some_and(|v| v.is_null()))
+    {
+        Some(field) => Err(ApiError::invalid(field, format!("{field} cannot be null"))),
+        None => Ok(()),
     }
 }
 

@@ -13,7 +13,7 @@ use keel_models::{NewComment, NewPost, NewUser, UserChangeset};
 use keel_repo::asynchronous::AsyncDatabase;
 use serde::Deserialize;
 
-use super::error::{ApiError, JsonBody, PathParam, QueryParams};
+use super::error::{ApiError, JsonBody, PathParam, QueryParams, reject_nulls};
 use super::metrics::Metrics;
 
 /// What every handler shares.
@@ -161,8 +161,10 @@ async fn user_by_email(
 async fn update_user(
     State(state): State<AppState>,
     PathParam(id): PathParam<i32>,
-    JsonBody(changes): JsonBody<UserChangeset>,
+    JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Response, ApiError> {
+    reject_nulls(&body, &["email", "full_name", "is_active"])?;
+    let JsonBody(changes) = JsonBody::<UserChangeset>::from_value(body.into())?;
     Ok(Json(state.db.users().update(id, &changes).await?).into_response())
 }
 
@@ -282,12 +284,16 @@ async fn list_comments(
     QueryParams(page): QueryParams<PageParams>,
 ) -> Result<Response, ApiError> {
     let limit = page.limit()?;
-    Ok(Json(
-        state
-            .db
-            .comments()
-            .for_post(post_id, page.after, limit)
-            .await?,
-    )
-    .into_response())
+    let comments = state
+        .db
+        .comments()
+        .for_post(post_id, page.after, limit)
+        .await?;
+    if comments.items.is_empty() {
+        // A post without (more) comments, or no post at all: only the
+        // second is a 404, as `GET /posts/{id}` says. One lookup, and only
+        // for an empty page.
+        state.db.posts().get_by_id(post_id).await?;
+    }
+    Ok(Json(comments).into_response())
 }
