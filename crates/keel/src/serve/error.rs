@@ -81,6 +81,16 @@ impl From<RepoError> for ApiError {
                 ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "related_missing", message)
             },
             RepoError::Validation { field, .. } => Self::invalid(field, message),
+            RepoError::TransactionConflict(_) => {
+                // Still conflicting after `transaction_with_retry`'s attempts:
+                // contention, not an outage.
+                tracing::warn!(%message, "transaction conflict survived the retries");
+                Self::new(
+                    StatusCode::CONFLICT,
+                    "conflict_retry_exhausted",
+                    "the request kept conflicting with concurrent ones; try again",
+                )
+            }
             transient if transient.is_transient() => {
                 // Pool exhausted, connection lost, SQLite busy, a transaction
                 // conflict: the request can be tried again.
@@ -227,5 +237,25 @@ where
             .map_err(|e: QueryRejection| {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadlock that outlived the retries is contention, not an outage:
+    /// a 409 with a code of its own, where it used to be a 503.
+    #[test]
+    fn a_conflict_past_the_retries_is_a_409_of_its_own() {
+        let error = ApiError::from(RepoError::TransactionConflict("deadlock detected".into()));
+        assert_eq!(
+            (error.status, error.code),
+            (StatusCode::CONFLICT, "conflict_retry_exhausted")
+        );
+        let pool = ApiError::from(RepoError::PoolTimeout {
+            waited: std::time::Duration::from_secs(5),
+        });
+        assert_eq!(pool.status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

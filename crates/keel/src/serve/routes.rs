@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use keel_models::{NewComment, NewPost, NewUser, UserChangeset};
-use keel_repo::asynchronous::AsyncDatabase;
+use keel_repo::asynchronous::{AsyncDatabase, AsyncTransaction};
+use keel_repo::{RepoError, RetryPolicy};
 use serde::Deserialize;
 
 use super::error::{ApiError, JsonBody, PathParam, QueryParams, reject_nulls};
@@ -49,6 +50,25 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Runs one write in a transaction that is run again on a deadlock or a
+/// serialization failure (and, on SQLite, a busy timeout): a delete's
+/// cascade and a concurrent insert's foreign-key locks can deadlock on
+/// PostgreSQL, and one of the two is then rolled back; the client should
+/// not see that. Past the retries, a 409 `conflict_retry_exhausted`.
+///
+/// `write` returns a future that owns what it needs (an `async move` block
+/// over a clone), not an async closure borrowing it: a future borrowing the
+/// closure is not `Send` for every lifetime, which axum's handlers need.
+async fn retried<T>(
+    state: &AppState,
+    write: impl AsyncFnMut(AsyncTransaction) -> Result<T, RepoError>,
+) -> Result<T, ApiError> {
+    Ok(state
+        .db
+        .transaction_with_retry(&RetryPolicy::default(), write)
+        .await?)
 }
 
 /// Any path no route matches: a JSON 404, like every other error.
@@ -165,14 +185,22 @@ async fn update_user(
 ) -> Result<Response, ApiError> {
     reject_nulls(&body, &["email", "full_name", "is_active"])?;
     let JsonBody(changes) = JsonBody::<UserChangeset>::from_value(body.into())?;
-    Ok(Json(state.db.users().update(id, &changes).await?).into_response())
+    let user = retried(&state, move |tx: AsyncTransaction| {
+        let changes = changes.clone();
+        async move { tx.users().update(id, &changes).await }
+    })
+    .await?;
+    Ok(Json(user).into_response())
 }
 
 async fn delete_user(
     State(state): State<AppState>,
     PathParam(id): PathParam<i32>,
 ) -> Result<StatusCode, ApiError> {
-    state.db.users().delete(id).await?;
+    retried(&state, move |tx: AsyncTransaction| async move {
+        tx.users().delete(id).await
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -194,7 +222,13 @@ async fn create_post(
         content: body.content,
         author_id,
     };
-    Ok(created(state.db.posts().create(&post).await?))
+    Ok(created(
+        retried(&state, move |tx: AsyncTransaction| {
+            let post = post.clone();
+            async move { tx.posts().create(&post).await }
+        })
+        .await?,
+    ))
 }
 
 #[derive(serde::Serialize)]
@@ -253,7 +287,10 @@ async fn delete_post(
     State(state): State<AppState>,
     PathParam(id): PathParam<i32>,
 ) -> Result<StatusCode, ApiError> {
-    state.db.posts().delete(id).await?;
+    retried(&state, move |tx: AsyncTransaction| async move {
+        tx.posts().delete(id).await
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,7 +312,13 @@ async fn create_comment(
         post_id,
         author_id: body.author_id,
     };
-    Ok(created(state.db.comments().create(&comment).await?))
+    Ok(created(
+        retried(&state, move |tx: AsyncTransaction| {
+            let comment = comment.clone();
+            async move { tx.comments().create(&comment).await }
+        })
+        .await?,
+    ))
 }
 
 async fn list_comments(
