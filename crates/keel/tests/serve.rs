@@ -64,6 +64,18 @@ impl Server {
     fn log(&self) -> Vec<String> {
         self.log.lock().expect("log").clone()
     }
+
+    /// Whether a log line matching `line` arrives within 5 s: the server
+    /// writes it as it answers, and the reader thread may not have it yet.
+    async fn logged(&self, line: impl Fn(&str) -> bool) -> bool {
+        for _ in 0..100 {
+            if self.log().iter().any(|l| line(l)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
 }
 
 impl Drop for Server {
@@ -455,7 +467,7 @@ serve_tests! {
             .and_then(|n| n.trim().parse().ok())
             .expect("checkouts");
         assert!(checkouts >= 1, "the POST checked a connection out: {checkouts}");
-        let logged = server.log().iter().any(|l| l.contains("request") && l.contains("/users") && l.contains("statements=1"));
+        let logged = server.logged(|l| l.contains("request") && l.contains("/users") && l.contains("statements=1")).await;
         assert!(logged, "one log line per request with its statements: {:?}", server.log());
     }
 }
@@ -495,14 +507,18 @@ fn sigterm_lets_the_request_in_flight_finish() {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let status = server.child.wait().expect("exit");
     assert!(status.success(), "exit status {status}");
-    assert!(
-        server
+    // The reader thread may still be draining the pipe the server closed.
+    let closed = (0..100).any(|_| {
+        let seen = server
             .log()
             .iter()
-            .any(|l| l.contains("closing the database pool")),
-        "{:?}",
-        server.log()
-    );
+            .any(|l| l.contains("closing the database pool"));
+        if !seen {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen
+    });
+    assert!(closed, "{:?}", server.log());
 }
 
 /// Arbitrary strings, ids, bytes and content types against the API: every
