@@ -472,6 +472,34 @@ serve_tests! {
     }
 }
 
+/// A body declared over the limit is refused at once, before the client
+/// sends any of it (before, the 413 came only after 64 KiB had arrived, so
+/// this client, which sends none, waited forever).
+#[test]
+fn a_declared_oversize_body_is_refused_before_it_is_sent() {
+    let fixture = keel_tests::SqliteTestDatabase::create();
+    let server = Server::start(fixture.database_url().as_connection_str());
+    let mut stream = TcpStream::connect(&server.address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(
+            b"POST /users HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
+        )
+        .expect("send the head only");
+    let mut head = [0u8; 512];
+    let read = stream
+        .read(&mut head)
+        .expect("an answer without sending the body");
+    let head = String::from_utf8_lossy(&head[..read]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-query-count: 0"),
+        "{head}"
+    );
+}
+
 /// SIGTERM while a request is half-sent: the server finishes that request,
 /// then exits 0.
 #[test]

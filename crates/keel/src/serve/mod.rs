@@ -19,6 +19,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
+use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use keel_repo::asynchronous::AsyncDatabase;
@@ -105,6 +106,7 @@ pub(crate) fn app(state: AppState) -> Router {
 
 fn with_middleware(router: Router, state: AppState) -> Router {
     router
+        .layer(middleware::from_fn(refuse_declared_oversize))
         .layer(middleware::from_fn_with_state(state, observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {
@@ -115,6 +117,26 @@ fn with_middleware(router: Router, state: AppState) -> Router {
             )
             .into_response()
         }))
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the
+/// limit, before any of its body is read: the body limit alone answers only
+/// once 64 KiB have arrived, and a client may never send them.
+async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|bytes| bytes > MAX_BODY_BYTES as u64) {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is too large",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Runs the request in its own statement scope, then logs one line and sets
