@@ -19,7 +19,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
-use axum::http::header::CONTENT_LENGTH;
+use axum::http::header::{CONNECTION, CONTENT_LENGTH};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use keel_repo::asynchronous::AsyncDatabase;
@@ -129,12 +129,18 @@ async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     if declared.is_some_and(|bytes| bytes > MAX_BODY_BYTES as u64) {
-        return ApiError::new(
+        let mut response = ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             "the request body is too large",
         )
         .into_response();
+        // The unread body is still on the wire: the connection cannot carry
+        // another request, and the client must not reuse it.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return response;
     }
     next.run(request).await
 }
