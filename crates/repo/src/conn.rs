@@ -60,13 +60,24 @@ pub enum Isolation {
 /// and built for each kind of connection; the result is a
 /// `diesel::QueryResult`. Use it inside an `async` operation: on
 /// tokio-postgres the statement is awaited.
+///
+/// Before sending, each arm tells the N+1 guard the statement's static
+/// identity (its `QueryId` type, as diesel's prepared-statement cache keys
+/// it), so a scope groups it without rendering its SQL: `(&Probe).note()`
+/// resolves to [`scope::shapes::NoteStatic`](crate::scope::shapes) when the
+/// query has one, and to the do-nothing `NoteAny` otherwise (dynamic SQL, or
+/// a type generic at the call site), whose statements are rendered as before.
 #[macro_export]
 macro_rules! run {
     ($conn:expr, $method:ident($query:expr $(,)?)) => {
         match $crate::Conn::reborrow($conn) {
             $crate::Conn::Postgres(c) => match $query {
                 query => {
-                    $crate::__note_shape!(query, pg::Pg);
+                    {
+                        #[allow(unused_imports)]
+                        use $crate::scope::shapes::{NoteAny as _, NoteStatic as _};
+                        (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::pg::Pg>::new(&query)).note();
+                    }
                     let result = $crate::__private::diesel::RunQueryDsl::$method(query, c);
                     $crate::scope::shapes::forget();
                     result
@@ -74,7 +85,11 @@ macro_rules! run {
             },
             $crate::Conn::Sqlite(c) => match $query {
                 query => {
-                    $crate::__note_shape!(query, sqlite::Sqlite);
+                    {
+                        #[allow(unused_imports)]
+                        use $crate::scope::shapes::{NoteAny as _, NoteStatic as _};
+                        (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::sqlite::Sqlite>::new(&query)).note();
+                    }
                     let result = $crate::__private::diesel::RunQueryDsl::$method(query, c);
                     $crate::scope::shapes::forget();
                     result
@@ -85,21 +100,6 @@ macro_rules! run {
     };
 }
 
-/// Tells the N+1 guard the static identity of the statement about to start
-/// (its `QueryId` type, as diesel's prepared-statement cache keys it), so a
-/// scope groups it without rendering its SQL. A query without one (dynamic
-/// SQL, or a generic type here) is rendered as before.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __note_shape {
-    ($query:ident, $($backend:ident)::+) => {{
-        #[allow(unused_imports)]
-        use $crate::scope::shapes::{NoteAny as _, NoteStatic as _};
-        (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::$($backend)::+>::new(&$query))
-            .note();
-    }};
-}
-
 /// The async arm of [`run!`](crate::run), as this build of keel-repo has it.
 #[cfg(feature = "async")]
 #[doc(hidden)]
@@ -108,7 +108,14 @@ macro_rules! __async_statement {
     ($c:ident, $method:ident($query:expr)) => {
         match $query {
             query => {
-                $crate::__note_shape!(query, pg::Pg);
+                {
+                    #[allow(unused_imports)]
+                    use $crate::scope::shapes::{NoteAny as _, NoteStatic as _};
+                    (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::pg::Pg>::new(
+                        &query,
+                    ))
+                        .note();
+                }
                 let statement = $crate::__private::diesel_async::RunQueryDsl::$method(query, $c);
                 $crate::scope::shapes::forget();
                 statement.await
