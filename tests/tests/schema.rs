@@ -10,6 +10,9 @@ use keel_schema::{comments, posts, users};
 use keel_tests::{ForeignKey, Index, TestDatabase, backend_tests};
 
 const TABLES: [&str; 3] = ["comments", "posts", "users"];
+/// How many migrations each backend has, and the newest one's name.
+const MIGRATIONS: usize = 5;
+const NEWEST: &str = "_sqlite_ids_never_reused";
 
 fn new_user(n: u32) -> NewUser {
     NewUser {
@@ -43,14 +46,14 @@ backend_tests! {
         assert!(db.tables(&mut conn).is_empty());
 
         let applied = db.migrate();
-        assert_eq!(applied.len(), 4, "{applied:?}");
+        assert_eq!(applied.len(), MIGRATIONS, "{applied:?}");
         assert!(applied[0].ends_with("_create_users"), "{applied:?}");
         assert_eq!(db.tables(&mut conn), TABLES);
 
         let mut migrator = Migrator::connect(&db.database_url()).expect("connect");
         assert!(migrator.run_pending().expect("second run").is_empty());
         let status = migrator.status().expect("status");
-        assert_eq!(status.len(), 4);
+        assert_eq!(status.len(), MIGRATIONS);
         assert!(status.iter().all(|m| m.state == MigrationState::Applied));
     }
 
@@ -59,15 +62,15 @@ backend_tests! {
         let mut migrator = Migrator::connect(&db.database_url()).expect("connect");
 
         let reverted = migrator.revert(99).expect("revert all");
-        assert_eq!(reverted.len(), 4);
-        assert!(reverted[0].ends_with("_created_at_default_utc"), "newest first: {reverted:?}");
+        assert_eq!(reverted.len(), MIGRATIONS);
+        assert!(reverted[0].ends_with(NEWEST), "newest first: {reverted:?}");
         assert!(db.tables(&mut conn).is_empty(), "down.sql leaves tables behind");
         assert!(db.indexes(&mut conn).is_empty(), "down.sql leaves indexes behind");
         assert!(migrator.status().expect("status").iter().all(|m| m.state == MigrationState::Pending));
 
-        assert_eq!(migrator.run_pending().expect("up again").len(), 4);
+        assert_eq!(migrator.run_pending().expect("up again").len(), MIGRATIONS);
         assert_eq!(db.tables(&mut conn), TABLES);
-        assert_eq!(migrator.redo().expect("redo").as_deref().map(|n| n.ends_with("_created_at_default_utc")), Some(true));
+        assert_eq!(migrator.redo().expect("redo").as_deref().map(|n| n.ends_with(NEWEST)), Some(true));
         assert_eq!(db.tables(&mut conn), TABLES);
     }
 
@@ -205,6 +208,104 @@ backend_tests! {
         assert_eq!(bodies, ["bob on b1"]);
         assert_eq!(users::table.select(users::id).load::<i32>(&mut conn), Ok(vec![bob]));
     }
+
+    fn deleted_ids_are_never_handed_out_again(db) {
+        let mut conn = db.migrated_connection();
+        let user = |conn: &mut _, n| -> i32 {
+            diesel::insert_into(users::table).values(&new_user(n)).returning(users::id).get_result(conn).expect("insert user")
+        };
+        let post = |conn: &mut _, author_id| -> i32 {
+            diesel::insert_into(posts::table)
+                .values(&NewPost { title: "t".into(), content: "c".into(), author_id })
+                .returning(posts::id)
+                .get_result(conn)
+                .expect("insert post")
+        };
+        let comment = |conn: &mut _, post_id, author_id| -> i32 {
+            diesel::insert_into(comments::table)
+                .values(&NewComment { body: "b".into(), post_id, author_id })
+                .returning(comments::id)
+                .get_result(conn)
+                .expect("insert comment")
+        };
+        let author = user(&mut conn, 1);
+        let newest_user = user(&mut conn, 2);
+        let kept_post = post(&mut conn, author);
+        let newest_post = post(&mut conn, author);
+        let newest_comment = comment(&mut conn, kept_post, author);
+
+        // The newest row of each table goes; the next insert must not get its id.
+        diesel::delete(comments::table.find(newest_comment)).execute(&mut conn).expect("delete");
+        diesel::delete(posts::table.find(newest_post)).execute(&mut conn).expect("delete");
+        diesel::delete(users::table.find(newest_user)).execute(&mut conn).expect("delete");
+        assert!(user(&mut conn, 3) > newest_user, "a deleted user's id was handed out again");
+        assert!(post(&mut conn, author) > newest_post, "a deleted post's id was handed out again");
+        assert!(
+            comment(&mut conn, kept_post, author) > newest_comment,
+            "a deleted comment's id was handed out again"
+        );
+    }
+
+    fn the_id_migration_keeps_rows_indexes_and_foreign_keys(db) {
+        let mut conn = db.migrated_connection();
+        let mut migrator = Migrator::connect(&db.database_url()).expect("connect");
+        let reverted = migrator.revert(1).expect("revert the newest");
+        assert!(reverted[0].ends_with(NEWEST), "{reverted:?}");
+        let indexes_before = db.indexes(&mut conn);
+        let keys_before = db.foreign_keys(&mut conn);
+
+        // Rows written before the migration, with a gap where the newest
+        // user was deleted.
+        let ids: Vec<i32> = diesel::insert_into(users::table)
+            .values(&vec![new_user(1), new_user(2), new_user(3)])
+            .returning(users::id)
+            .get_results(&mut conn)
+            .expect("insert users");
+        let post_id: i32 = diesel::insert_into(posts::table)
+            .values(&NewPost { title: "t".into(), content: "c".into(), author_id: ids[0] })
+            .returning(posts::id)
+            .get_result(&mut conn)
+            .expect("insert post");
+        diesel::insert_into(comments::table)
+            .values(&NewComment { body: "b".into(), post_id, author_id: ids[1] })
+            .execute(&mut conn)
+            .expect("insert comment");
+        diesel::delete(users::table.find(ids[2])).execute(&mut conn).expect("delete");
+        let users_before: Vec<User> = users::table.select(User::as_select()).order(users::id).load(&mut conn).expect("users");
+        let posts_before: Vec<Post> = posts::table.select(Post::as_select()).order(posts::id).load(&mut conn).expect("posts");
+        let comments_before: Vec<(i32, String, i32, i32)> = comments::table
+            .select((comments::id, comments::body, comments::post_id, comments::author_id))
+            .load(&mut conn)
+            .expect("comments");
+
+        let applied = migrator.run_pending().expect("apply the id migration to a database with rows");
+        assert_eq!(applied.len(), 1);
+        assert_eq!(users::table.select(User::as_select()).order(users::id).load(&mut conn), Ok(users_before));
+        assert_eq!(posts::table.select(Post::as_select()).order(posts::id).load(&mut conn), Ok(posts_before));
+        assert_eq!(
+            comments::table
+                .select((comments::id, comments::body, comments::post_id, comments::author_id))
+                .load(&mut conn),
+            Ok(comments_before)
+        );
+        assert_eq!(db.indexes(&mut conn), indexes_before);
+        assert_eq!(db.foreign_keys(&mut conn), keys_before);
+
+        // From now on a deleted id stays unused. (Which ids were deleted
+        // before the migration, no table records: the newest of them may
+        // still come back once.)
+        let insert = |conn: &mut _, n| -> i32 {
+            diesel::insert_into(users::table).values(&new_user(n)).returning(users::id).get_result(conn).expect("insert")
+        };
+        let newest = insert(&mut conn, 4);
+        diesel::delete(users::table.find(newest)).execute(&mut conn).expect("delete");
+        assert!(insert(&mut conn, 5) > newest, "a deleted user's id was handed out again");
+
+        // The keys still cascade.
+        diesel::delete(users::table.find(ids[0])).execute(&mut conn).expect("delete");
+        assert_eq!(posts::table.count().get_result::<i64>(&mut conn), Ok(0));
+        assert_eq!(comments::table.count().get_result::<i64>(&mut conn), Ok(0));
+    }
 }
 
 /// `created_at` defaults to UTC whoever writes the row: here a session set
@@ -246,4 +347,43 @@ fn created_at_defaults_to_utc_in_a_new_york_session() {
             "created_at {stamp} is {off} s away from UTC now ({now})"
         );
     }
+}
+
+/// A SQLite migration run that would leave a row pointing nowhere is
+/// refused whole: keel's migrator runs SQLite migrations with foreign keys
+/// off (so a table rebuild cannot cascade) and checks them all before it
+/// commits.
+#[test]
+fn a_sqlite_migration_run_that_leaves_dangling_keys_changes_nothing() {
+    let db = keel_tests::SqliteTestDatabase::create();
+    let mut conn = db.migrated_connection();
+    let mut migrator = Migrator::connect(&db.database_url()).expect("connect");
+    migrator.revert(1).expect("revert the newest");
+    conn.batch_execute(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO posts (title, content, author_id) VALUES ('orphan', 'x', 999);
+         PRAGMA foreign_keys = ON;",
+    )
+    .expect("write a dangling row behind the schema's back");
+
+    let refused = migrator
+        .run_pending()
+        .expect_err("a dangling key must stop the run");
+    assert!(
+        refused.to_string().contains("foreign_key_check"),
+        "{refused}"
+    );
+    let status = migrator.status().expect("status");
+    assert_eq!(
+        status.last().map(|m| m.state),
+        Some(MigrationState::Pending),
+        "{status:?}"
+    );
+    assert_eq!(posts::table.count().get_result::<i64>(&mut conn), Ok(1));
+
+    // The migrator's connection has foreign keys on again.
+    diesel::sql_query("DELETE FROM posts")
+        .execute(&mut conn)
+        .expect("clean up");
+    assert_eq!(migrator.run_pending().expect("now it applies").len(), 1);
 }

@@ -13,11 +13,12 @@ const PROCESSES: usize = 4;
 /// (well under a second), so only a hang trips it.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "_create_users",
     "_create_posts",
     "_create_comments",
     "_created_at_default_utc",
+    "_sqlite_ids_never_reused",
 ];
 
 fn spawn_migrate(url: &str) -> Child {
@@ -113,7 +114,7 @@ backend_tests! {
         assert_eq!(db.foreign_keys(&mut conn).len(), 3, "every foreign key");
         assert!(db.indexes(&mut conn).iter().any(|i| i.name == "ix_users_email" && i.unique));
         let status = status(&url);
-        assert!(status.contains("4 applied, 0 pending"), "{status}");
+        assert!(status.contains("5 applied, 0 pending"), "{status}");
 
         // Again on the complete schema: all four find nothing to do.
         let again = migrate_concurrently(&url);

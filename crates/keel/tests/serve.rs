@@ -21,8 +21,14 @@ struct Server {
 
 impl Server {
     fn start(database_url: &str) -> Self {
+        Self::start_with(database_url, &[])
+    }
+
+    /// `keel serve` with extra options (timeouts, limits).
+    fn start_with(database_url: &str, options: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(options)
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -75,6 +81,17 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         false
+    }
+
+    /// [`Server::logged`] for tests without a runtime.
+    fn logged_within(&self, line: impl Fn(&str) -> bool) -> bool {
+        (0..100).any(|_| {
+            let seen = self.log().iter().any(|l| line(l));
+            if !seen {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        })
     }
 }
 
@@ -405,6 +422,18 @@ serve_tests! {
         assert_eq!(statuses.values().sum::<u32>(), 40 * 22, "{statuses:?}");
     }
 
+    async fn a_deleted_id_is_never_handed_out_again(server, http) {
+        create_user(&http, &server, 1).await;
+        let newest = create_user(&http, &server, 2).await["id"].as_i64().expect("id");
+        let deleted = http.delete(server.url(&format!("/users/{newest}"))).send().await.expect("DELETE");
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        let next = create_user(&http, &server, 3).await["id"].as_i64().expect("id");
+        assert!(next > newest, "user {newest} was deleted, and its id came back");
+        // A client retrying its DELETE on the old id hits nobody.
+        let retried = http.delete(server.url(&format!("/users/{newest}"))).send().await.expect("DELETE");
+        assert_eq!(retried.status(), StatusCode::NOT_FOUND);
+    }
+
     async fn unknown_paths_and_methods_get_json_errors(server, http) {
         for path in ["/", "/users/", "//users", "/users/1/", "/nothing/here"] {
             let response = http.get(server.url(path)).send().await.expect("GET");
@@ -536,17 +565,231 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let status = server.child.wait().expect("exit");
     assert!(status.success(), "exit status {status}");
     // The reader thread may still be draining the pipe the server closed.
-    let closed = (0..100).any(|_| {
-        let seen = server
-            .log()
-            .iter()
-            .any(|l| l.contains("closing the database pool"));
-        if !seen {
-            std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        server.logged_within(|l| l.contains("closing the database pool")),
+        "{:?}",
+        server.log()
+    );
+}
+
+/// Slow, stalled and numerous clients: each is bounded by a timeout or the
+/// connection cap, and none keeps the server from answering or stopping.
+mod slow_clients {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Sends SIGTERM and waits for the exit, at most `within`.
+    fn terminate(server: &mut Server, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let signalled = Instant::now();
+        let killed = Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        loop {
+            if let Some(status) = server.child.try_wait().expect("wait") {
+                return (status, signalled.elapsed());
+            }
+            assert!(
+                signalled.elapsed() < within,
+                "still running {within:?} after SIGTERM: {:?}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        seen
-    });
-    assert!(closed, "{:?}", server.log());
+    }
+
+    fn connect(server: &Server) -> TcpStream {
+        let stream = TcpStream::connect(&server.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+    }
+
+    /// A whole GET on a connection of its own; the response as text.
+    fn get(server: &Server, path: &str) -> String {
+        let mut stream = connect(server);
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        response
+    }
+
+    /// A POST /users whose body stops after 10 of its bytes.
+    fn half_sent_post(server: &Server) -> TcpStream {
+        let mut stream = connect(server);
+        let body = user_body(1).to_string();
+        write!(
+            stream,
+            "POST /users HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            body.len(),
+            &body[..10]
+        )
+        .expect("half a request");
+        stream
+    }
+
+    /// 1,000 half-sent requests (heads without their end, bodies stopping
+    /// short): a normal client is still answered within 1 s, and SIGTERM
+    /// exits 0 within the grace period, cutting the stalled requests.
+    #[test]
+    fn a_thousand_half_sent_requests_neither_block_nor_outlive_shutdown() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let mut server = Server::start_with(
+            fixture.database_url().as_connection_str(),
+            &["--grace-period", "3"],
+        );
+        let held: Vec<TcpStream> = (0..1000)
+            .map(|i| {
+                if i % 10 == 0 {
+                    half_sent_post(&server)
+                } else {
+                    let mut stream = connect(&server);
+                    stream
+                        .write_all(b"GET /users/1 HTTP/1.1\r\nHost: keel\r\n")
+                        .expect("half a head");
+                    stream
+                }
+            })
+            .collect();
+
+        let asked = Instant::now();
+        let response = get(&server, "/healthz");
+        let waited = asked.elapsed();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            waited < Duration::from_secs(1),
+            "answered after {waited:?} with 1,000 stalled connections open"
+        );
+
+        // The stalled bodies' read timeout (5 s) is past the grace period
+        // (3 s): only the deadline can end them.
+        let (status, took) = terminate(&mut server, Duration::from_secs(8));
+        assert!(status.success(), "exit status {status}");
+        assert!(took >= Duration::from_secs(2), "exited after {took:?}");
+        assert!(
+            server.logged_within(|l| l.contains("grace period over") && l.contains("cut=")),
+            "{:?}",
+            server.log()
+        );
+        drop(held);
+    }
+
+    /// A head that never ends is dropped after the header-read timeout.
+    #[test]
+    fn a_head_that_never_ends_is_dropped() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let server = Server::start_with(
+            fixture.database_url().as_connection_str(),
+            &["--header-read-timeout", "1"],
+        );
+        let mut stream = connect(&server);
+        stream
+            .write_all(b"GET /users/1 HTTP/1.1\r\nHost: keel\r\n")
+            .expect("half a head");
+        let mut rest = Vec::new();
+        // Before the timeout existed, this read waited out its own 10 s.
+        let read = stream.read_to_end(&mut rest);
+        assert!(
+            read.is_ok()
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the server kept the connection: {read:?}"
+        );
+    }
+
+    /// A body that stops arriving gets a JSON 408 after the body-read timeout.
+    #[test]
+    fn a_body_that_stops_arriving_gets_a_408() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let server = Server::start_with(
+            fixture.database_url().as_connection_str(),
+            &["--body-read-timeout", "1"],
+        );
+        let mut stream = half_sent_post(&server);
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("a response, not a wait");
+        assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+        assert!(response.contains("\"body_timeout\""), "{response}");
+        assert!(
+            response.to_ascii_lowercase().contains("x-query-count: 0"),
+            "{response}"
+        );
+        assert!(get(&server, "/users?limit=1").contains("\"items\":[]"));
+    }
+
+    /// A request stuck behind another session's table lock is answered
+    /// 503 `timeout` after the request timeout, and the server goes on.
+    #[test]
+    fn a_request_past_its_timeout_gets_a_503() {
+        use diesel::connection::SimpleConnection as _;
+        use diesel::{Connection as _, PgConnection};
+
+        let Some(fixture) = keel_tests::PgTestDatabase::create() else {
+            return;
+        };
+        let server = Server::start_with(&fixture.url(), &["--request-timeout", "1"]);
+        let mut locker = PgConnection::establish(&fixture.url()).expect("connect");
+        locker
+            .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            .expect("lock users");
+        let response = get(&server, "/users/1");
+        locker.batch_execute("ROLLBACK").expect("release");
+        assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+        assert!(response.contains("\"timeout\""), "{response}");
+        assert!(get(&server, "/users/1").starts_with("HTTP/1.1 404"));
+    }
+
+    /// A connection waiting in the listen queue at SIGTERM (here: behind a
+    /// cap of one connection) is answered, not reset.
+    #[test]
+    fn connections_queued_at_sigterm_are_answered() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let mut server = Server::start_with(
+            fixture.database_url().as_connection_str(),
+            &["--max-connections", "1"],
+        );
+        // Holds the only slot: one request answered, the connection kept.
+        let mut first = connect(&server);
+        first
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: keel\r\n\r\n")
+            .expect("request");
+        let mut head = [0u8; 256];
+        let read = first.read(&mut head).expect("response");
+        assert!(head[..read].starts_with(b"HTTP/1.1 200"));
+
+        let mut queued = connect(&server);
+        queued
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        queued
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        assert!(
+            queued.read(&mut head).is_err(),
+            "the queued connection must wait for the slot"
+        );
+
+        queued
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let (status, _) = terminate(&mut server, Duration::from_secs(12));
+        assert!(status.success(), "exit status {status}");
+        let mut response = String::new();
+        queued
+            .read_to_string(&mut response)
+            .expect("an answer, not a reset");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
 }
 
 /// Arbitrary strings, ids, bytes and content types against the API: every

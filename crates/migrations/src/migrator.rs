@@ -242,11 +242,36 @@ fn with_advisory_lock<T>(
 /// lock from before it reads what is pending. What `f` did before failing
 /// is committed: each migration is a savepoint inside, rolled back alone
 /// when it fails.
+///
+/// Foreign keys are off meanwhile, and checked all at once before the
+/// commit. Changing a column in SQLite means rebuilding its table (create,
+/// copy, drop, rename), and with foreign keys on, dropping the old table
+/// would cascade into its children's rows. SQLite ignores the pragma inside
+/// a transaction, so it is set around it, and set back whatever happens.
 fn in_write_transaction<T>(
     conn: &mut SqliteConnection,
     f: impl FnOnce(&mut SqliteConnection) -> Result<T, BoxError>,
 ) -> Result<T, BoxError> {
-    conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| Ok(f(conn)))?
+    conn.batch_execute("PRAGMA foreign_keys = OFF")?;
+    let outcome = conn.immediate_transaction::<_, BoxError, _>(|conn| {
+        let outcome = f(conn);
+        let dangling: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
+            "(SELECT count(*) FROM pragma_foreign_key_check)",
+        ))
+        .get_result(conn)?;
+        if dangling > 0 {
+            return Err(format!(
+                "{dangling} row(s) would point at rows that do not exist \
+                 (PRAGMA foreign_key_check lists them); nothing was changed"
+            )
+            .into());
+        }
+        Ok(outcome)
+    });
+    let restored = conn.batch_execute("PRAGMA foreign_keys = ON");
+    let outcome = outcome??;
+    restored?;
+    Ok(outcome)
 }
 
 /// A `Copy` handle on one of the embedded sets: the harness takes its source

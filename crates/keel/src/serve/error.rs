@@ -147,10 +147,22 @@ where
                         "the request body is too large",
                     )
                 }
+                JsonRejection::BytesRejection(e) if stalled(&e) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body stopped arriving",
+                ),
                 other => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
             }),
         }
     }
+}
+
+/// Whether the body failed because the client stopped sending it (the
+/// body-read timeout fired), rather than because it was malformed.
+fn stalled(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .any(|e| e.is::<tower_http::timeout::TimeoutError>())
 }
 
 impl<T: DeserializeOwned> JsonBody<T> {

@@ -6,7 +6,14 @@
 //! or one that repeats a query shape (a likely N+1), logs a warning; with
 //! `KEEL_STRICT=1` the repeat fails the request with a 500 (the statement is
 //! logged, never sent to the client).
+//!
+//! Slow or numerous clients are bounded: a request head must arrive within
+//! `--header-read-timeout`, each piece of a body within
+//! `--body-read-timeout`, a whole request is answered within
+//! `--request-timeout`, at most `--max-connections` are open, and shutdown
+//! ends within `--grace-period` whatever clients do (see [`connections`]).
 
+mod connections;
 mod error;
 mod health;
 mod metrics;
@@ -14,7 +21,7 @@ mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -25,6 +32,9 @@ use axum::response::{IntoResponse, Response};
 use keel_repo::asynchronous::AsyncDatabase;
 use keel_repo::{DatabaseConfig, QueryScope};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use self::connections::ConnectionLimits;
 
 use self::error::ApiError;
 use self::metrics::Metrics;
@@ -53,6 +63,31 @@ pub(crate) struct ServeArgs {
     /// comments per post) before serving, so there is data to look at.
     #[arg(long, value_name = "USERS")]
     seed: Option<i64>,
+    /// Seconds a client has to send a whole request head.
+    #[arg(long, env = "KEEL_HEADER_READ_TIMEOUT", default_value = "5", value_parser = seconds, value_name = "SECONDS")]
+    header_read_timeout: Duration,
+    /// Seconds a request body may stall between two pieces (408 past it).
+    #[arg(long, env = "KEEL_BODY_READ_TIMEOUT", default_value = "5", value_parser = seconds, value_name = "SECONDS")]
+    body_read_timeout: Duration,
+    /// Seconds a request may take in all, body included (503 past it).
+    #[arg(long, env = "KEEL_REQUEST_TIMEOUT", default_value = "30", value_parser = seconds, value_name = "SECONDS")]
+    request_timeout: Duration,
+    /// Connections open at once; more wait in the kernel's listen queue.
+    #[arg(long, env = "KEEL_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds shutdown waits for in-flight requests before cutting them.
+    #[arg(long, env = "KEEL_GRACE_PERIOD", default_value = "10", value_parser = seconds, value_name = "SECONDS")]
+    grace_period: Duration,
+}
+
+/// A duration given in seconds, fractions allowed (`0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a positive number of seconds"))
 }
 
 /// Runs the service until Ctrl-C or SIGTERM; in-flight requests finish,
@@ -87,28 +122,35 @@ async fn serve(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn s
         metrics: Arc::new(Metrics::new()?),
         statement_budget: args.statement_budget,
         strict: args.strict,
+        request_timeout: args.request_timeout,
     };
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     let address = listener.local_addr()?;
     tracing::info!(database = %config.url, "listening on http://{address}");
-    axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = ConnectionLimits {
+        header_read_timeout: args.header_read_timeout,
+        max_connections: args.max_connections as usize,
+        grace_period: args.grace_period,
+    };
+    let router = app(state.clone(), args.body_read_timeout);
+    connections::serve_connections(listener, router, limits, shutdown_signal()).await;
     tracing::info!("stopped accepting requests; closing the database pool");
     drop(state);
     Ok(())
 }
 
-/// The router with its middleware: body limit, panic guard, per-request scope.
-pub(crate) fn app(state: AppState) -> Router {
-    with_middleware(routes::router(state.clone()), state)
+/// The router with its middleware: body limit and read timeout, panic
+/// guard, per-request scope.
+pub(crate) fn app(state: AppState, body_read_timeout: Duration) -> Router {
+    with_middleware(routes::router(state.clone()), state, body_read_timeout)
 }
 
-fn with_middleware(router: Router, state: AppState) -> Router {
+fn with_middleware(router: Router, state: AppState, body_read_timeout: Duration) -> Router {
     router
         .layer(middleware::from_fn(refuse_declared_oversize))
         .layer(middleware::from_fn_with_state(state, observe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -156,7 +198,20 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map(|matched| matched.as_str().to_owned());
     let started = Instant::now();
     let scope = QueryScope::named(format!("{method} {path}")).strict(state.strict);
-    let mut response = scope.run_async(next.run(request)).await;
+    let answered = scope.run_async(tokio::time::timeout(
+        state.request_timeout,
+        next.run(request),
+    ));
+    let mut response = answered.await.unwrap_or_else(|_| {
+        // Dropping the handler rolls back its open transaction, if any.
+        tracing::warn!(%method, %path, timeout_s = state.request_timeout.as_secs_f64(), "request timed out");
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long",
+        )
+        .into_response()
+    });
     let statements = scope.statements();
     if statements > state.statement_budget {
         tracing::warn!(
@@ -289,6 +344,7 @@ mod tests {
             metrics: Arc::new(Metrics::new().expect("metrics")),
             statement_budget: 5,
             strict,
+            request_timeout: Duration::from_secs(30),
         };
         let router = Router::new()
             .route("/loop", get(lookup_in_a_loop))
@@ -297,7 +353,13 @@ mod tests {
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, with_middleware(router, state)).await });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                with_middleware(router, state, Duration::from_secs(5)),
+            )
+            .await
+        });
         let response = reqwest::get(format!("http://{address}/loop"))
             .await
             .expect("request");

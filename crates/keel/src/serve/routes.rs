@@ -24,6 +24,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) statement_budget: u64,
     pub(crate) strict: bool,
+    /// A request still running after this is answered 503 and dropped.
+    pub(crate) request_timeout: std::time::Duration,
 }
 
 /// Default and largest page an endpoint returns.
