@@ -1,6 +1,7 @@
 //! `keel`: the command line of the keel data layer.
 //!
 //! - `keel migrate run | revert | redo | status`: the schema migrations;
+//!   `keel migrate new NAME`: a new one, for both backends;
 //! - `keel serve`: the JSON API on keel-repo's async mode;
 //! - `keel seed`: WORKLOAD.md's data, in bulk, resumable;
 //! - `keel doctor`: schema health; `keel explain`: query plans.
@@ -11,6 +12,7 @@
 mod doctor;
 mod explain;
 mod migrate;
+mod new_migration;
 mod seed;
 mod serve;
 
@@ -61,9 +63,7 @@ fn main() -> ExitCode {
     init_logging();
     let result =
         match &cli.command {
-            Command::Migrate(command) => {
-                migrate::run(cli.database_url.as_deref(), command).map_err(Into::into)
-            }
+            Command::Migrate(command) => migrate::run(cli.database_url.as_deref(), command),
             Command::Serve(args) => database_config(cli.database_url.as_deref())
                 .and_then(|config| serve::run(config, args)),
             Command::Seed(args) => database_config(cli.database_url.as_deref())

@@ -1,4 +1,5 @@
-//! `keel migrate`: apply, revert, redo and list the embedded migrations.
+//! `keel migrate`: apply, revert, redo and list the embedded migrations,
+//! and make a new one for both backends.
 
 use clap::Subcommand;
 use keel_migrations::{DatabaseUrl, MigrateError, MigrationState, Migrator};
@@ -17,12 +18,32 @@ pub(crate) enum MigrateCommand {
     Redo,
     /// List every migration and whether it is applied.
     Status,
+    /// Create a migration for both backends: migrations/postgres/<version>_NAME
+    /// and migrations/sqlite/<version>_NAME, each with up.sql and down.sql.
+    New {
+        /// What the migration does, in lowercase words joined by underscores
+        /// (`create_tags`, `add_parent_to_comments`).
+        name: String,
+        /// The folder holding postgres/ and sqlite/.
+        #[arg(long, default_value = "migrations")]
+        dir: std::path::PathBuf,
+    },
 }
 
 pub(crate) fn run(
     database_url: Option<&str>,
     command: &MigrateCommand,
-) -> Result<(), MigrateError> {
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let MigrateCommand::New { name, dir } = command {
+        // Files only: no database is involved.
+        let made = crate::new_migration::create(dir, name, chrono::Utc::now())?;
+        println!("{made}");
+        return Ok(());
+    }
+    on_database(database_url, command).map_err(Into::into)
+}
+
+fn on_database(database_url: Option<&str>, command: &MigrateCommand) -> Result<(), MigrateError> {
     let url = match database_url {
         Some(url) => DatabaseUrl::parse(url)?,
         None => DatabaseUrl::from_env()?,
@@ -69,6 +90,7 @@ pub(crate) fn run(
                 println!("  {state:<8} {}", migration.name);
             }
         }
+        MigrateCommand::New { .. } => {}
     }
     Ok(())
 }

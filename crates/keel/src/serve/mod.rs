@@ -99,7 +99,12 @@ pub(crate) fn run(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config, args))
+    let served = runtime.block_on(serve(config, args));
+    // Connections cut at the deadline, and any database call still running
+    // on a blocking thread, must not hold the exit: dropping the runtime
+    // would wait for the blocking ones.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 async fn serve(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
