@@ -7,7 +7,7 @@ use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;
-use keel_migrations::{DatabaseUrl, Migrator};
+use keel_migrations::{DatabaseUrl, Migrator, PostgresUrl};
 
 use keel_repo::catalog::{Catalog, ForeignKey, Index};
 
@@ -82,16 +82,22 @@ impl PgTestDatabase {
     /// when no server answers, unless `CI` is set: then it panics.
     pub fn create() -> Option<Self> {
         let server_url = Self::server_url();
-        let mut admin = match PgConnection::establish(&format!("{server_url}/postgres")) {
+        let mut admin = match PgConnection::establish(&database_on(&server_url, "postgres")) {
             Ok(conn) => conn,
-            Err(error) if !in_ci() => {
+            Err(error) => {
+                // KEEL_TEST_PG_URL may hold a password: shown hidden.
+                let (server, error) = match PostgresUrl::parse(&server_url) {
+                    Ok(url) => (url.to_string(), url.redact(&error.to_string())),
+                    Err(invalid) => (format!("KEEL_TEST_PG_URL ({invalid})"), String::new()),
+                };
+                assert!(
+                    !in_ci(),
+                    "CI is set and PostgreSQL at {server} is unreachable: {error}"
+                );
                 eprintln!(
-                    "\n!!! SKIPPED: PostgreSQL at {server_url} is unreachable ({error}).\n!!! Start it or set KEEL_TEST_PG_URL; with CI set this test fails.\n"
+                    "\n!!! SKIPPED: PostgreSQL at {server} is unreachable ({error}).\n!!! Start it or set KEEL_TEST_PG_URL; with CI set this test fails.\n"
                 );
                 return None;
-            }
-            Err(error) => {
-                panic!("CI is set and PostgreSQL at {server_url} is unreachable: {error}")
             }
         };
         let name = format!("keel_test_{}", unique_suffix());
@@ -103,13 +109,24 @@ impl PgTestDatabase {
 
     /// The database's URL.
     pub fn url(&self) -> String {
-        format!("{}/{}", self.server_url, self.name)
+        database_on(&self.server_url, &self.name)
     }
+}
+
+/// The connection string for database `name` on the server `server` names
+/// (a URL or a key=value string; its own database name, if any, replaced).
+fn database_on(server: &str, name: &str) -> String {
+    PostgresUrl::parse(server)
+        .and_then(|server| server.with_dbname(name))
+        .map_or_else(
+            |_| format!("{server}/{name}"),
+            |url| url.as_connection_str().to_owned(),
+        )
 }
 
 impl Drop for PgTestDatabase {
     fn drop(&mut self) {
-        let dropped = PgConnection::establish(&format!("{}/postgres", self.server_url)).and_then(
+        let dropped = PgConnection::establish(&database_on(&self.server_url, "postgres")).and_then(
             |mut admin| {
                 admin
                     .batch_execute(&format!(
@@ -132,7 +149,7 @@ impl TestDatabase for PgTestDatabase {
     type Connection = PgConnection;
 
     fn database_url(&self) -> DatabaseUrl {
-        DatabaseUrl::Postgres(self.url())
+        DatabaseUrl::parse(&self.url()).expect("the test database URL parses")
     }
 
     fn connect(&self) -> PgConnection {

@@ -21,6 +21,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// keel-migrations' URL parser, shared by path: it needs nothing beyond
+/// `std`, so xtask keeps building without dependencies.
+#[allow(dead_code)]
+#[path = "../../crates/migrations/src/database_url.rs"]
+mod database_url;
+
+use database_url::{DatabaseUrl, PostgresUrl};
+
 type Result<T, E = String> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
@@ -236,8 +244,8 @@ fn workspace_root() -> Result<PathBuf> {
 
 struct Diesel {
     root: PathBuf,
-    /// The password in KEEL_PG_URL, hidden in every message.
-    password: Option<String>,
+    /// KEEL_PG_URL, whose passwords are hidden in every message.
+    server: Option<PostgresUrl>,
 }
 
 impl Diesel {
@@ -246,7 +254,7 @@ impl Diesel {
         match Command::new("diesel").arg("--version").output() {
             Ok(output) if output.status.success() => Ok(Self {
                 root: root.to_path_buf(),
-                password: url_password(&pg_server_url()).map(str::to_owned),
+                server: PostgresUrl::parse(&pg_server_url()).ok(),
             }),
             Ok(output) => Err(format!(
                 "`diesel --version` failed ({}): {}",
@@ -295,7 +303,10 @@ impl Diesel {
     }
 
     fn redact(&self, text: &str) -> String {
-        redact_password(text, self.password.as_deref())
+        match &self.server {
+            Some(server) => server.redact(text),
+            None => text.to_owned(),
+        }
     }
 }
 
@@ -436,51 +447,30 @@ fn unique_name() -> String {
 
 /// The URL of database `database` on the server `server` names. `server` may
 /// carry a database path already (it is replaced) and a query string (kept).
+/// Errors never quote `server`: it may hold a password.
 fn pg_database_url(server: &str, database: &str) -> Result<String> {
-    let server = server.trim();
-    let (scheme, rest) = server
-        .split_once("://")
-        .ok_or_else(|| format!("KEEL_PG_URL must look like {DEFAULT_PG_URL}, got `{server}`"))?;
-    if scheme != "postgres" && scheme != "postgresql" {
+    let server = match DatabaseUrl::parse(server) {
+        Ok(DatabaseUrl::Postgres(server)) => server,
+        Ok(DatabaseUrl::Sqlite(_)) => {
+            return Err(format!(
+                "KEEL_PG_URL must be a postgres:// URL like {DEFAULT_PG_URL}"
+            ));
+        }
+        Err(e) => return Err(format!("KEEL_PG_URL: {e}")),
+    };
+    if server.is_conninfo() {
         return Err(format!(
-            "KEEL_PG_URL must be a postgres:// URL, got `{}`",
-            redact_password(server, url_password(server))
+            "KEEL_PG_URL must be a postgres:// URL like {DEFAULT_PG_URL} (the diesel CLI takes \
+             no key=value string)"
         ));
     }
-    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, Some(query)),
-        None => (rest, None),
-    };
-    let authority = rest
-        .split_once('/')
-        .map_or(rest, |(authority, _)| authority);
-    if authority.is_empty() {
-        return Err(format!("KEEL_PG_URL has no host: `{server}`"));
+    if !server.sets("host") {
+        return Err(format!("KEEL_PG_URL names no host: `{server}`"));
     }
-    let mut url = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query.filter(|q| !q.is_empty()) {
-        url.push('?');
-        url.push_str(query);
-    }
-    Ok(url)
-}
-
-/// The password in `scheme://user:password@host/...`, if there is one.
-fn url_password(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (userinfo, _) = rest[..authority_end].rsplit_once('@')?;
-    let (_, password) = userinfo.split_once(':')?;
-    Some(password).filter(|password| !password.is_empty())
-}
-
-/// Replaces `:password@` with `:***@` everywhere in `text`.
-fn redact_password(text: &str, password: Option<&str>) -> String {
-    match password {
-        Some(password) => text.replace(&format!(":{password}@"), ":***@"),
-        None => text.to_owned(),
-    }
+    server
+        .with_dbname(database)
+        .map(|url| url.as_connection_str().to_owned())
+        .map_err(|e| format!("KEEL_PG_URL: {e}"))
 }
 
 /// A scratch PostgreSQL database, dropped with `diesel database drop` (a
@@ -1247,18 +1237,29 @@ diesel::allow_tables_to_appear_in_same_query!(posts, users,);
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            url_password("postgres://u:secret@db:5432/x"),
-            Some("secret")
-        );
-        assert_eq!(url_password("postgres://u@db/x"), None);
-        assert_eq!(url_password("postgres://db/x?user=a@b"), None);
-        let message = "could not connect via `postgres://u:secret@db:5432/postgres`";
-        assert_eq!(
-            redact_password(message, Some("secret")),
-            "could not connect via `postgres://u:***@db:5432/postgres`"
-        );
-        assert_eq!(redact_password(message, None), message);
+        for (server, password) in [
+            ("postgres://u:s3cret@db:5432/x", "s3cret"),
+            ("postgres://u:s3%2Fcret@db:5432/x", "s3/cret"),
+            ("postgres://u@db:5432/x?password=s3cret", "s3cret"),
+        ] {
+            let diesel = Diesel {
+                root: PathBuf::new(),
+                server: PostgresUrl::parse(server).ok(),
+            };
+            let url = pg_database_url(server, "postgres").expect("valid url");
+            let message = format!("could not connect via `{url}`: {password}");
+            let redacted = diesel.redact(&message);
+            assert!(!redacted.contains("s3"), "{redacted}");
+        }
+        for server in [
+            "postgres://u:s3/cret@db:5432/x",
+            "postgres://u:s3cret%zz@db:5432/x",
+            "postgres://@/x?password=s3cret",
+            "host=db password=s3cret",
+        ] {
+            let error = pg_database_url(server, "scratch").expect_err(server);
+            assert!(!error.contains("s3"), "{error}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use keel_migrations::{DatabaseUrl, Migrator};
+use keel_migrations::{DatabaseUrl, Migrator, PostgresUrl};
 use keel_workload::{LoadChecksum, Workload};
 
 use crate::baseline::sqlite;
@@ -23,8 +23,10 @@ pub enum BenchDatabase {
     },
     /// A PostgreSQL database, dropped (with its connections) at the end.
     Postgres {
-        /// The server, without a database.
-        server: String,
+        /// The server's `postgres` database, to create and drop this one from.
+        admin: Box<PostgresUrl>,
+        /// This database (see [`BenchDatabase::url`]).
+        url: Box<PostgresUrl>,
         /// The database's name.
         name: String,
     },
@@ -45,24 +47,36 @@ impl BenchDatabase {
                 Ok(Self::Sqlite { _dir: dir, path })
             }
             Backend::Postgres => {
-                let server = server_url(pg_server);
+                // The server's URL or key=value string; its database, if it
+                // names one, is replaced. Errors never quote it.
+                let server =
+                    PostgresUrl::parse(pg_server).map_err(|e| anyhow::anyhow!("--pg-url: {e}"))?;
                 let nanos = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos());
                 let name = format!("keel_bench_{}_{nanos}", std::process::id());
-                let mut admin =
-                    postgres::Client::connect(&with_database(&server, "postgres"), postgres::NoTls)
-                        .with_context(|| {
-                            format!("connecting to PostgreSQL at {}", hide_password(&server))
-                        })?;
-                admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
-                Ok(Self::Postgres { server, name })
+                let admin = server.with_dbname("postgres")?;
+                let url = PostgresUrl::parse(
+                    &server
+                        .with_dbname(&name)?
+                        .connection_str_with_default("sslmode", "disable"),
+                )?;
+                let mut client =
+                    postgres::Client::connect(admin.as_connection_str(), postgres::NoTls)
+                        .with_context(|| format!("connecting to PostgreSQL at {admin}"))?;
+                client.batch_execute(&format!("CREATE DATABASE {name}"))?;
+                Ok(Self::Postgres {
+                    admin: Box::new(admin),
+                    url: Box::new(url),
+                    name,
+                })
             }
         }
     }
 
     /// The URL keel and the baselines are given. On PostgreSQL it asks for
-    /// no TLS (`sslmode=disable`): the hand-written side connects without
+    /// no TLS (`sslmode=disable`, unless `--pg-url` sets `sslmode`): the
+    /// hand-written side connects without
     /// TLS (`NoTls`), and libpq, under keel's sync mode, would otherwise
     /// encrypt every statement whenever the server offers TLS (libpq's
     /// default `sslmode=prefer`), so keel's ratio would time encryption
@@ -70,9 +84,7 @@ impl BenchDatabase {
     pub fn url(&self) -> DatabaseUrl {
         match self {
             Self::Sqlite { path, .. } => DatabaseUrl::Sqlite(path.clone()),
-            Self::Postgres { server, name } => {
-                DatabaseUrl::Postgres(format!("{}?sslmode=disable", with_database(server, name)))
-            }
+            Self::Postgres { url, .. } => DatabaseUrl::Postgres(PostgresUrl::clone(url)),
         }
     }
 
@@ -80,7 +92,7 @@ impl BenchDatabase {
     pub fn describe(&self) -> String {
         match self {
             Self::Sqlite { path, .. } => path.clone(),
-            Self::Postgres { server, name } => hide_password(&with_database(server, name)),
+            Self::Postgres { url, .. } => url.to_string(),
         }
     }
 }
@@ -90,58 +102,16 @@ impl Drop for BenchDatabase {
         match self {
             // The TempDir removes the directory and the file when it drops.
             Self::Sqlite { .. } => {}
-            Self::Postgres { server, name } => {
-                let dropped =
-                    postgres::Client::connect(&with_database(server, "postgres"), postgres::NoTls)
-                        .and_then(|mut admin| {
-                            admin.batch_execute(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                        });
+            Self::Postgres { admin, name, .. } => {
+                let dropped = postgres::Client::connect(admin.as_connection_str(), postgres::NoTls)
+                    .and_then(|mut admin| {
+                        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    });
                 if let Err(error) = dropped {
                     eprintln!("keel-bench: could not drop database {name}: {error}");
                 }
             }
         }
-    }
-}
-
-/// `url` without a database path or query: the server alone.
-pub fn server_url(url: &str) -> String {
-    let url = url.split('?').next().unwrap_or(url);
-    match url.find("://") {
-        Some(scheme_end) => {
-            let authority_start = scheme_end + 3;
-            match url[authority_start..].find('/') {
-                Some(slash) => url[..authority_start + slash].to_owned(),
-                None => url.to_owned(),
-            }
-        }
-        None => url.trim_end_matches('/').to_owned(),
-    }
-}
-
-/// The server URL with `/database` appended.
-pub fn with_database(server: &str, database: &str) -> String {
-    format!("{}/{database}", server.trim_end_matches('/'))
-}
-
-/// `url` with any password replaced by `***`.
-pub fn hide_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &authority[..colon],
-            &rest[at..]
-        ),
-        _ => url.to_owned(),
     }
 }
 
@@ -178,7 +148,7 @@ impl Admin {
                 url,
             },
             DatabaseUrl::Postgres(raw) => Self::Postgres {
-                client: postgres::Client::connect(raw, postgres::NoTls)?,
+                client: postgres::Client::connect(raw.as_connection_str(), postgres::NoTls)?,
                 url,
             },
         })
@@ -269,28 +239,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_urls_lose_their_database_and_query() {
+    fn the_bench_database_replaces_the_servers_and_hides_its_password() {
+        let server =
+            PostgresUrl::parse("postgres://u:s3cret@h:5432/keel?sslmode=require").expect("valid");
+        let url = server.with_dbname("keel_bench_1").expect("valid");
+        let url = url.connection_str_with_default("sslmode", "disable");
         assert_eq!(
-            server_url("postgres://postgres@127.0.0.1:5432"),
-            "postgres://postgres@127.0.0.1:5432"
+            url,
+            "postgres://u:s3cret@h:5432/keel_bench_1?sslmode=require"
         );
+        let shown = PostgresUrl::parse(&url).expect("valid").to_string();
         assert_eq!(
-            server_url("postgres://u:p@host:5432/keel?sslmode=disable"),
-            "postgres://u:p@host:5432"
+            shown,
+            "postgres://u:***@h:5432/keel_bench_1?sslmode=require"
         );
-        assert_eq!(server_url("postgresql://h/"), "postgresql://h");
-        assert_eq!(
-            with_database("postgres://h:1/", "keel_bench_1"),
-            "postgres://h:1/keel_bench_1"
-        );
-    }
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            hide_password("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(hide_password("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -164,11 +164,15 @@ impl Bench<'_> {
                     (DatabaseUrl::Sqlite(path), _) => {
                         (Box::new(SqliteBaseline::connect(path)?), "rusqlite")
                     }
-                    (DatabaseUrl::Postgres(raw), Mode::Sync) => {
-                        (Box::new(PgSyncBaseline::connect(raw)?), "postgres")
-                    }
+                    (DatabaseUrl::Postgres(raw), Mode::Sync) => (
+                        Box::new(PgSyncBaseline::connect(raw.as_connection_str())?),
+                        "postgres",
+                    ),
                     (DatabaseUrl::Postgres(raw), Mode::Async) => (
-                        Box::new(PgAsyncBaseline::connect(self.runtime.clone(), raw)?),
+                        Box::new(PgAsyncBaseline::connect(
+                            self.runtime.clone(),
+                            raw.as_connection_str(),
+                        )?),
                         "tokio-postgres",
                     ),
                 };
@@ -657,15 +661,15 @@ mod tests {
     fn a_small_postgres_run_passes_every_checksum() {
         let server = std::env::var("KEEL_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-        if let Err(error) = postgres::Client::connect(
-            &database::with_database(&database::server_url(&server), "postgres"),
-            postgres::NoTls,
-        ) {
+        let admin = keel_migrations::PostgresUrl::parse(&server)
+            .and_then(|server| server.with_dbname("postgres"))
+            .expect("KEEL_TEST_PG_URL is a PostgreSQL URL");
+        if let Err(error) = postgres::Client::connect(admin.as_connection_str(), postgres::NoTls) {
             assert!(
                 !keel_tests::in_ci(),
                 "CI is set and PostgreSQL is unreachable: {error}"
             );
-            eprintln!("\n!!! SKIPPED: PostgreSQL at {server} is unreachable ({error}).\n");
+            eprintln!("\n!!! SKIPPED: PostgreSQL at {admin} is unreachable ({error}).\n");
             return;
         }
         let dir = tempfile::tempdir().expect("temp dir");

@@ -10,7 +10,9 @@
 mod database_url;
 mod migrator;
 
-pub use database_url::{DatabaseUrl, DatabaseUrlError};
+pub use database_url::{
+    ConninfoProblem, DatabaseUrl, DatabaseUrlError, PostgresUrl, UrlPart, UrlProblem,
+};
 pub use migrator::{
     MigrateError, MigrationState, MigrationStatus, Migrator, POSTGRES, POSTGRES_LOCK_KEY, SQLITE,
     run_pending_on_sqlite,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-pub use keel_migrations::DatabaseUrl;
+pub use keel_migrations::{DatabaseUrl, PostgresUrl};
 
 use crate::RepoError;
 
@@ -157,14 +157,11 @@ impl DatabaseConfig {
         }
     }
 
-    /// The PostgreSQL URL with `connect_timeout` added unless it has one.
-    pub(crate) fn postgres_url(&self, url: &str) -> String {
-        if url.contains("connect_timeout=") {
-            return url.to_owned();
-        }
-        let separator = if url.contains('?') { '&' } else { '?' };
+    /// The PostgreSQL connection string with `connect_timeout` added unless
+    /// it sets one. It holds any password: for the driver only.
+    pub(crate) fn postgres_url(&self, url: &PostgresUrl) -> String {
         let seconds = self.connect_timeout.as_secs().max(1);
-        format!("{url}{separator}connect_timeout={seconds}")
+        url.connection_str_with_default("connect_timeout", &seconds.to_string())
     }
 
     /// Whether the URL names an in-memory SQLite database.

@@ -27,13 +27,10 @@ impl AnyConnection {
 
     /// Opens a connection to the database `config` names.
     pub fn establish(config: &DatabaseConfig) -> Result<Self, RepoError> {
-        let failed = |e: ConnectionError| {
-            RepoError::Connection(format!(
-                "{} at {}: {e}",
-                config.url.backend_name(),
-                config.url
-            ))
-        };
+        // libpq's messages may quote the connection string: through
+        // connection_error, which hides the password (`keel explain` printed
+        // it whole when it went straight to `format!`).
+        let failed = |e: ConnectionError| config.connection_error(e);
         Ok(match &config.url {
             DatabaseUrl::Postgres(url) => {
                 Self::Postgres(PgConnection::establish(&config.postgres_url(url)).map_err(failed)?)

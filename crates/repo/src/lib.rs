@@ -113,7 +113,7 @@ pub mod validate;
 // keel's own tables, on the core.
 pub mod tables;
 
-pub use config::{ConfigError, DatabaseConfig, DatabaseUrl, PoolKind, StatementLog};
+pub use config::{ConfigError, DatabaseConfig, DatabaseUrl, PoolKind, PostgresUrl, StatementLog};
 pub use conn::{AsyncPgConnection, Backend, Conn, Isolation};
 pub use connection::AnyConnection;
 pub use error::RepoError;

@@ -25,7 +25,7 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
-use crate::{DatabaseConfig, StatementCounter};
+use crate::{DatabaseConfig, PostgresUrl, StatementCounter};
 
 /// PostgreSQL's manager: diesel-async's, counting statements on each connection.
 #[doc(hidden)]
@@ -33,7 +33,7 @@ pub type PgManager = AsyncDieselConnectionManager<AsyncPgConnection>;
 
 pub(crate) fn pg_manager(
     config: &DatabaseConfig,
-    url: &str,
+    url: &PostgresUrl,
     statements: &StatementCounter,
 ) -> PgManager {
     let counter = statements.clone();
