@@ -53,11 +53,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // A missing .env is normal; a malformed one is worth a word.
-    if let Err(error) = dotenvy::dotenv()
-        && !error.not_found()
-    {
-        eprintln!("warning: ignoring .env: {error}");
+    // A missing .env is normal; a malformed one is worth a word, though
+    // not its line: dotenvy's message quotes it whole, and it may be a
+    // DATABASE_URL with a password.
+    match dotenvy::dotenv() {
+        Err(dotenvy::Error::LineParse(_, at)) => {
+            eprintln!(
+                "warning: ignoring the rest of .env: a line does not parse (at index {at} of it)"
+            );
+        }
+        Err(error) if !error.not_found() => eprintln!("warning: ignoring .env: {error}"),
+        _ => {}
     }
     let cli = Cli::parse();
     init_logging();
