@@ -69,3 +69,86 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// The configuration repository tests connect with: [`config`] on the
+/// fixture's database, migrated, with a pool of 4.
+pub fn repo_config<D: TestDatabase>(fixture: &D) -> keel_repo::DatabaseConfig {
+    fixture.migrate();
+    let mut config = config(fixture.database_url());
+    config.pool_size = 4;
+    config
+}
+
+/// keel's own tests run strict: a likely N+1 fails the test.
+pub fn strict_scope(name: &str) -> keel_repo::QueryScope {
+    keel_repo::QueryScope::named(name).strict(true)
+}
+
+/// Writes each repository test four times: sync and async mode, on
+/// PostgreSQL and SQLite (modules `sync_postgres`, `sync_sqlite`,
+/// `async_postgres`, `async_sqlite`). Each body gets `$db`, a pool on a
+/// fresh migrated database, and `$fixture`, that database; it runs in a
+/// strict scope. Inside, `run!(call)` awaits in async mode and not in sync
+/// mode, `in_scope!(scope, call)` runs a call in a scope, and
+/// `within_budget!(n, call)` asserts at most `n` statements.
+#[macro_export]
+macro_rules! repo_tests {
+    ($( fn $name:ident($db:ident, $fixture:ident) $body:block )*) => {
+        mod sync_postgres {
+            use super::*;
+            $( #[test] fn $name() {
+                let Some($fixture) = $crate::PgTestDatabase::create() else { return };
+                let $db = keel_repo::sync::Database::connect(&$crate::repo_config(&$fixture)).expect("pool");
+                #[allow(unused_macros)]
+                macro_rules! run { ($e:expr) => { $e }; }
+                #[allow(unused_macros)]
+                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run(|| $e) }; }
+                #[allow(unused_macros)]
+                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements!(<= $n, { $e }) }; }
+                $crate::strict_scope(stringify!($name)).run(|| $body)
+            } )*
+        }
+        mod sync_sqlite {
+            use super::*;
+            $( #[test] fn $name() {
+                let $fixture = $crate::SqliteTestDatabase::create();
+                let $db = keel_repo::sync::Database::connect(&$crate::repo_config(&$fixture)).expect("pool");
+                #[allow(unused_macros)]
+                macro_rules! run { ($e:expr) => { $e }; }
+                #[allow(unused_macros)]
+                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run(|| $e) }; }
+                #[allow(unused_macros)]
+                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements!(<= $n, { $e }) }; }
+                $crate::strict_scope(stringify!($name)).run(|| $body)
+            } )*
+        }
+        mod async_postgres {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
+                let Some($fixture) = $crate::PgTestDatabase::create() else { return };
+                let $db = keel_repo::asynchronous::AsyncDatabase::connect(&$crate::repo_config(&$fixture)).await.expect("pool");
+                #[allow(unused_macros)]
+                macro_rules! run { ($e:expr) => { $e.await }; }
+                #[allow(unused_macros)]
+                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run_async(async { $e }).await }; }
+                #[allow(unused_macros)]
+                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements_async!(<= $n, async { $e }) }; }
+                $crate::strict_scope(stringify!($name)).run_async(async { $body }).await
+            } )*
+        }
+        mod async_sqlite {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
+                let $fixture = $crate::SqliteTestDatabase::create();
+                let $db = keel_repo::asynchronous::AsyncDatabase::connect(&$crate::repo_config(&$fixture)).await.expect("pool");
+                #[allow(unused_macros)]
+                macro_rules! run { ($e:expr) => { $e.await }; }
+                #[allow(unused_macros)]
+                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run_async(async { $e }).await }; }
+                #[allow(unused_macros)]
+                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements_async!(<= $n, async { $e }) }; }
+                $crate::strict_scope(stringify!($name)).run_async(async { $body }).await
+            } )*
+        }
+    };
+}

@@ -4,8 +4,8 @@
 
 use diesel::connection::SimpleConnection;
 use keel_models::{NewComment, NewPost, NewUser, UserChangeset};
+use keel_repo::RepoError;
 use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
-use keel_repo::{DatabaseConfig, RepoError};
 use keel_tests::TestDatabase;
 
 fn new_user(n: usize) -> NewUser {
@@ -46,78 +46,7 @@ fn seed_posts_and_comments<D: TestDatabase>(fixture: &D, posts: usize, comments:
     }
 }
 
-fn config<D: TestDatabase>(fixture: &D) -> DatabaseConfig {
-    fixture.migrate();
-    let mut config = keel_tests::config(fixture.database_url());
-    config.pool_size = 4;
-    config
-}
-
-/// keel's own tests run strict: a likely N+1 fails the test.
-fn strict_scope(name: &str) -> keel_repo::QueryScope {
-    keel_repo::QueryScope::named(name).strict(true)
-}
-
-macro_rules! repo_tests {
-    ($( fn $name:ident($db:ident, $fixture:ident) $body:block )*) => {
-        mod sync_postgres {
-            use super::*;
-            $( #[test] fn $name() {
-                let Some($fixture) = keel_tests::PgTestDatabase::create() else { return };
-                let $db = keel_repo::sync::Database::connect(&config(&$fixture)).expect("pool");
-                #[allow(unused_macros)]
-                macro_rules! run { ($e:expr) => { $e }; }
-                #[allow(unused_macros)]
-                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run(|| $e) }; }
-                #[allow(unused_macros)]
-                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements!(<= $n, { $e }) }; }
-                strict_scope(stringify!($name)).run(|| $body)
-            } )*
-        }
-        mod sync_sqlite {
-            use super::*;
-            $( #[test] fn $name() {
-                let $fixture = keel_tests::SqliteTestDatabase::create();
-                let $db = keel_repo::sync::Database::connect(&config(&$fixture)).expect("pool");
-                #[allow(unused_macros)]
-                macro_rules! run { ($e:expr) => { $e }; }
-                #[allow(unused_macros)]
-                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run(|| $e) }; }
-                #[allow(unused_macros)]
-                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements!(<= $n, { $e }) }; }
-                strict_scope(stringify!($name)).run(|| $body)
-            } )*
-        }
-        mod async_postgres {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
-                let Some($fixture) = keel_tests::PgTestDatabase::create() else { return };
-                let $db = keel_repo::asynchronous::AsyncDatabase::connect(&config(&$fixture)).await.expect("pool");
-                #[allow(unused_macros)]
-                macro_rules! run { ($e:expr) => { $e.await }; }
-                #[allow(unused_macros)]
-                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run_async(async { $e }).await }; }
-                #[allow(unused_macros)]
-                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements_async!(<= $n, async { $e }) }; }
-                strict_scope(stringify!($name)).run_async(async { $body }).await
-            } )*
-        }
-        mod async_sqlite {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
-                let $fixture = keel_tests::SqliteTestDatabase::create();
-                let $db = keel_repo::asynchronous::AsyncDatabase::connect(&config(&$fixture)).await.expect("pool");
-                #[allow(unused_macros)]
-                macro_rules! run { ($e:expr) => { $e.await }; }
-                #[allow(unused_macros)]
-                macro_rules! in_scope { ($scope:expr, $e:expr) => { $scope.run_async(async { $e }).await }; }
-                #[allow(unused_macros)]
-                macro_rules! within_budget { ($n:expr, $e:expr) => { keel_repo::assert_statements_async!(<= $n, async { $e }) }; }
-                strict_scope(stringify!($name)).run_async(async { $body }).await
-            } )*
-        }
-    };
-}
+use keel_tests::{repo_config as config, repo_tests, strict_scope};
 
 repo_tests! {
     fn users_are_created_and_found_by_id_and_email(db, fixture) {

@@ -133,11 +133,6 @@ pub enum Admin {
     },
 }
 
-/// Drops keel's tables and the migrations' bookkeeping, so the migrations
-/// create them afresh (and ids start at 1 again).
-const DROP_TABLES: &str = "DROP TABLE IF EXISTS comments; DROP TABLE IF EXISTS posts; \
-     DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS __diesel_schema_migrations;";
-
 impl Admin {
     /// Connects to the bench's database.
     pub fn connect(database: &BenchDatabase) -> anyhow::Result<Self> {
@@ -154,26 +149,27 @@ impl Admin {
         })
     }
 
-    /// Fresh, empty tables: drop them and apply keel's migrations.
+    /// Fresh, empty tables: every migration reverted (their `down.sql` drop
+    /// the tables, so ids start at 1 again), then applied again. The bench
+    /// names no table here, so a new migration needs no change.
     pub fn reset_tables(&mut self) -> anyhow::Result<()> {
         let url = match self {
-            Self::Sqlite { conn, url } => {
-                conn.execute_batch(DROP_TABLES)?;
-                // Dropped tables leave their pages on SQLite's freelist, and
-                // the WAL keeps its size: the next load would reuse both,
-                // while the first load of a run grows the file. Shrinking
-                // both lets every load, keel's or hand-written, start from
-                // the same empty file.
-                conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
-                url
-            }
-            Self::Postgres { client, url } => {
-                client.batch_execute(DROP_TABLES)?;
-                url
-            }
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url.clone(),
         };
-        Migrator::connect(url)
-            .and_then(|mut migrator| migrator.run_pending())
+        let mut migrator = Migrator::connect(&url).context("connecting to migrate")?;
+        migrator
+            .revert(usize::MAX)
+            .context("reverting keel's migrations")?;
+        if let Self::Sqlite { conn, .. } = self {
+            // Dropped tables leave their pages on SQLite's freelist, and
+            // the WAL keeps its size: the next load would reuse both,
+            // while the first load of a run grows the file. Shrinking
+            // both lets every load, keel's or hand-written, start from
+            // the same empty file.
+            conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        }
+        migrator
+            .run_pending()
             .context("applying keel's migrations")?;
         Ok(())
     }

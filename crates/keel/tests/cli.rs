@@ -39,36 +39,36 @@ backend_tests! {
     fn migrate_run_applies_then_reports_nothing_pending(db) {
         let url = db.database_url().as_connection_str().to_owned();
         let first = stdout(&keel(&url, &["migrate", "run"]));
-        assert!(first.contains("applied 5 migrations"), "{first}");
-        for name in ["_create_users", "_create_posts", "_create_comments", "_created_at_default_utc", "_sqlite_ids_never_reused"] {
+        assert!(first.contains("applied 7 migrations"), "{first}");
+        for name in ["_create_users", "_create_posts", "_create_comments", "_created_at_default_utc", "_sqlite_ids_never_reused", "_create_tags", "_add_parent_to_comments"] {
             assert!(first.contains(name), "{first}");
         }
         let mut conn = db.connect();
-        assert_eq!(db.tables(&mut conn), ["comments", "posts", "users"]);
+        assert_eq!(db.tables(&mut conn), ["comments", "post_tags", "posts", "tags", "users"]);
 
         let second = stdout(&keel(&url, &["migrate", "run"]));
         assert!(second.contains("nothing pending"), "{second}");
 
         let status = stdout(&keel(&url, &["migrate", "status"]));
-        assert!(status.contains("5 applied, 0 pending"), "{status}");
-        assert_eq!(status.matches("applied  ").count(), 5, "{status}");
+        assert!(status.contains("7 applied, 0 pending"), "{status}");
+        assert_eq!(status.matches("applied  ").count(), 7, "{status}");
     }
 
     fn migrate_revert_steps_past_the_start_leaves_an_empty_schema(db) {
         let url = db.database_url().as_connection_str().to_owned();
         stdout(&keel(&url, &["migrate", "run"]));
         let one = stdout(&keel(&url, &["migrate", "revert"]));
-        assert!(one.contains("reverted 1 migration") && one.contains("_sqlite_ids_never_reused"), "{one}");
+        assert!(one.contains("reverted 1 migration") && one.contains("_add_parent_to_comments"), "{one}");
 
         let rest = stdout(&keel(&url, &["migrate", "revert", "--steps", "99"]));
-        assert!(rest.contains("reverted 4 migrations"), "{rest}");
+        assert!(rest.contains("reverted 6 migrations"), "{rest}");
         let mut conn = db.connect();
         assert!(db.tables(&mut conn).is_empty());
 
         let none = stdout(&keel(&url, &["migrate", "revert"]));
         assert!(none.contains("nothing to revert"), "{none}");
         let status = stdout(&keel(&url, &["migrate", "status"]));
-        assert!(status.contains("0 applied, 5 pending"), "{status}");
+        assert!(status.contains("0 applied, 7 pending"), "{status}");
 
         let redo = stdout(&keel(&url, &["migrate", "redo"]));
         assert!(redo.contains("nothing to redo"), "{redo}");
@@ -86,7 +86,7 @@ fn without_database_url_migrate_creates_keel_db_in_the_working_directory() {
         .expect("run keel");
     let out = stdout(&output);
     assert!(
-        out.starts_with("sqlite://keel.db: applied 5 migrations"),
+        out.starts_with("sqlite://keel.db: applied 7 migrations"),
         "{out}"
     );
     assert!(dir.path().join("keel.db").is_file());

@@ -42,8 +42,8 @@ backend_tests! {
         assert_eq!(output.status.code(), Some(1));
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
         let checks: Vec<&str> = json["findings"].as_array().expect("findings").iter().filter_map(|f| f["check"].as_str()).collect();
-        assert_eq!(checks.iter().filter(|c| **c == "pending_migration").count(), 4, "one per migration: {json}");
-        assert_eq!(checks.iter().filter(|c| **c == "schema_drift").count(), 3, "one per missing table: {json}");
+        assert_eq!(checks.iter().filter(|c| **c == "pending_migration").count(), 7, "one per migration: {json}");
+        assert_eq!(checks.iter().filter(|c| **c == "schema_drift").count(), 5, "one per missing table: {json}");
     }
 
     fn explain_shows_the_email_lookup_on_the_unique_index(db) {
@@ -56,7 +56,7 @@ backend_tests! {
 
         let all = keel(db, &["explain"]);
         assert_eq!(all.status.code(), Some(0), "{}", stdout(&all));
-        for name in ["active_users", "posts_of_authors", "comments_of_posts", "posts_by_author_email", "users_page", "users_by_name"] {
+        for name in ["active_users", "posts_of_authors", "comments_of_posts", "posts_by_author_email", "users_page", "users_by_name", "replies_to", "comment_thread", "tags_of_posts", "posts_with_tag"] {
             assert!(stdout(&all).contains(name), "{name}");
         }
     }

@@ -7,13 +7,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Post, User};
 
-/// A comment as stored; it belongs to a post and to its author.
+/// A comment as stored; it belongs to a post and to its author, and a reply
+/// also to the comment it answers (`parent_id`, always a smaller id).
 #[derive(
-    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, Associations, Serialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Queryable,
+    QueryableByName,
+    Selectable,
+    Identifiable,
+    Associations,
+    Serialize,
 )]
 #[diesel(table_name = comments)]
 #[diesel(belongs_to(Post))]
 #[diesel(belongs_to(User, foreign_key = author_id))]
+#[diesel(belongs_to(Comment, foreign_key = parent_id))]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct Comment {
     pub id: i32,
@@ -24,6 +35,8 @@ pub struct Comment {
     /// JSON renders it as RFC 3339 with `Z`.
     #[serde(serialize_with = "crate::utc_rfc3339")]
     pub created_at: NaiveDateTime,
+    /// The comment this one replies to; `None` for a top-level comment.
+    pub parent_id: Option<i32>,
 }
 
 /// A comment to insert; `id` and `created_at` come from the database.

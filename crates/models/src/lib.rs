@@ -1,6 +1,6 @@
 //! keel's row shapes, one struct per shape, for the tables in [`keel_schema`].
 //!
-//! Each table has three: a read struct (what a `SELECT` returns, with its
+//! Each table has three (`post_tags`, a join table, has one): a read struct (what a `SELECT` returns, with its
 //! associations for eager loading), an insert struct (`New*`, what the caller
 //! supplies; the server fills `id` and `created_at`), and a changeset
 //! (`*Changeset`, where `None` leaves a column as it is).
@@ -11,10 +11,12 @@
 
 mod comment;
 mod post;
+mod tag;
 mod user;
 
 pub use comment::{Comment, CommentChangeset, NewComment};
 pub use post::{NewPost, Post, PostChangeset};
+pub use tag::{NewTag, PostTag, Tag};
 pub use user::{NewUser, User, UserChangeset};
 
 /// Serializes a UTC timestamp as RFC 3339 with `Z` (`2026-11-30T03:00:00.123456Z`):

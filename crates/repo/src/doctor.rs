@@ -150,6 +150,6 @@ mod tests {
                 "last_name"
             ]
         );
-        assert_eq!(columns.len(), 7 + 5 + 5);
+        assert_eq!(columns.len(), 7 + 5 + 6 + 2 + 2);
     }
 }

@@ -123,15 +123,25 @@ pub use page::{MAX_PAGE_SIZE, Page, TableSize};
 pub use retry::{RetryPolicy, RetryableError};
 pub use scope::{QueryScope, RepeatedStatement};
 pub use tables::TableSizes;
-pub use tables::comments::{CommentRepository, CommentsExt, CommentsQuery};
-pub use tables::posts::{PostRepository, PostWithAuthorAndComments, PostWithComments, PostsExt};
-pub use tables::users::{UserRepository, UserWithPosts, UserWithPostsAndComments, UsersExt};
+pub use tables::comments::{
+    CommentRepository, CommentThread, CommentWithPost, CommentsExt, CommentsQuery,
+};
+pub use tables::posts::{
+    PostRepository, PostWithAuthorAndComments, PostWithComments, PostWithCommentsAndTags, PostsExt,
+};
+pub use tables::tags::{PostWithTags, TagRepository, TagWithPosts, TagsExt};
+pub use tables::users::{
+    UserRepository, UserWithPosts, UserWithPostsAndComments, UserWithPostsAndTags,
+    UserWithPostsCommentsAndTags, UsersExt,
+};
 
 /// What a module using keel-repo usually needs: the executors' traits, the
 /// tables' `users()`/`posts()`/`comments()`, and the macros.
 pub mod prelude {
     pub use crate::executor::call;
-    pub use crate::{CommentsExt, Conn, Executor, Out, PostsExt, RepoError, UsersExt, run};
+    pub use crate::{
+        CommentsExt, Conn, Executor, Out, PostsExt, RepoError, TagsExt, UsersExt, run,
+    };
 }
 
 /// The crates `run!` expands to, so a service needs no

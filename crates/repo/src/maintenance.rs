@@ -9,14 +9,33 @@ use crate::{Backend, Conn, Executor, Out, run};
 /// first locks every table that owns such a sequence (`SHARE ROW
 /// EXCLUSIVE`), so it waits for transactions still writing them, a dead
 /// client's last commit included; counts read after it are settled. Run it
-/// in a transaction to keep the locks for what follows. SQLite: nothing to
-/// do (an `INTEGER PRIMARY KEY` takes the highest value plus one anyway).
+/// in a transaction to keep the locks for what follows. SQLite: the
+/// `AUTOINCREMENT` tables' entries in `sqlite_sequence` are removed, so each
+/// table's next id is its highest plus one again (SQLite recreates an entry
+/// from the table's largest id when it is missing); one statement, none when
+/// no table uses `AUTOINCREMENT`. Either way, ids of rows deleted from the
+/// end of a table can come back: this is for loads that must follow on from
+/// the rows present, not for a live service.
 pub fn restart_id_sequences<E: Executor>(db: &E) -> Out<'_, E, ()> {
     db.output(async move { call(db, async |conn| restart_sequences(conn).await).await })
 }
 
 async fn restart_sequences(conn: &mut Conn<'_>) -> diesel::QueryResult<()> {
     if conn.backend() == Backend::Sqlite {
+        let autoincrement: i64 = run!(
+            conn,
+            get_result(diesel::select(
+                diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence')"
+                )
+            ))
+        )?;
+        if autoincrement > 0 {
+            run!(
+                conn,
+                execute(diesel::sql_query("DELETE FROM sqlite_sequence"))
+            )?;
+        }
         return Ok(());
     }
     // The catalog names the tables, columns and sequences; identifiers are

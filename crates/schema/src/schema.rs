@@ -7,6 +7,14 @@ diesel::table! {
         post_id -> Int4,
         author_id -> Int4,
         created_at -> Timestamp,
+        parent_id -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
+    post_tags (post_id, tag_id) {
+        post_id -> Int4,
+        tag_id -> Int4,
     }
 }
 
@@ -18,6 +26,14 @@ diesel::table! {
         content -> Text,
         author_id -> Int4,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tags (id) {
+        id -> Int4,
+        #[max_length = 50]
+        name -> Varchar,
     }
 }
 
@@ -39,6 +55,8 @@ diesel::table! {
 
 diesel::joinable!(comments -> posts (post_id));
 diesel::joinable!(comments -> users (author_id));
+diesel::joinable!(post_tags -> posts (post_id));
+diesel::joinable!(post_tags -> tags (tag_id));
 diesel::joinable!(posts -> users (author_id));
 
-diesel::allow_tables_to_appear_in_same_query!(comments, posts, users,);
+diesel::allow_tables_to_appear_in_same_query!(comments, post_tags, posts, tags, users,);

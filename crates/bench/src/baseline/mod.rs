@@ -19,7 +19,7 @@ const USER_COLUMNS: &str = "id, email, full_name, first_name, last_name, is_acti
 /// `posts` columns, in `Post`'s field order.
 const POST_COLUMNS: &str = "id, title, content, author_id, created_at";
 /// `comments` columns, in `Comment`'s field order.
-const COMMENT_COLUMNS: &str = "id, body, post_id, author_id, created_at";
+const COMMENT_COLUMNS: &str = "id, body, post_id, author_id, created_at, parent_id";
 
 /// B2's and B3's first level: `$1` = true, `$2` = the limit.
 const ACTIVE_USERS: &str = "SELECT id, email, full_name, first_name, last_name, is_active, created_at \
@@ -28,8 +28,7 @@ const ACTIVE_USERS: &str = "SELECT id, email, full_name, first_name, last_name, 
 const POSTS_BY_AUTHOR: &str =
     "SELECT id, title, content, author_id, created_at FROM posts WHERE author_id = $1 ORDER BY id";
 /// B3: one post's comments.
-const COMMENTS_BY_POST: &str =
-    "SELECT id, body, post_id, author_id, created_at FROM comments WHERE post_id = $1 ORDER BY id";
+const COMMENTS_BY_POST: &str = "SELECT id, body, post_id, author_id, created_at, parent_id FROM comments WHERE post_id = $1 ORDER BY id";
 /// B4: a user by email.
 const USER_BY_EMAIL: &str = "SELECT id, email, full_name, first_name, last_name, is_active, created_at \
      FROM users WHERE email = $1";
@@ -115,6 +114,7 @@ mod tests {
             post_id,
             author_id: 1,
             created_at: at(),
+            parent_id: None,
         };
         let graph = assemble_graph(
             vec![user(1), user(2)],

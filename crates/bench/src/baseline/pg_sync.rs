@@ -33,7 +33,7 @@ pub const COMMENT_COPY_TYPES: [Type; 3] = [Type::TEXT, Type::INT4, Type::INT4];
 /// B2's posts level: every post of these authors.
 pub const POSTS_OF_AUTHORS: &str = "SELECT id, title, content, author_id, created_at FROM posts WHERE author_id = ANY($1) ORDER BY id";
 /// B2's comments level: every comment on these posts.
-pub const COMMENTS_OF_POSTS: &str = "SELECT id, body, post_id, author_id, created_at FROM comments WHERE post_id = ANY($1) ORDER BY id";
+pub const COMMENTS_OF_POSTS: &str = "SELECT id, body, post_id, author_id, created_at, parent_id FROM comments WHERE post_id = ANY($1) ORDER BY id";
 
 /// The hand-written PostgreSQL baseline on the sync `postgres` crate.
 pub struct PgSyncBaseline {
@@ -90,6 +90,7 @@ pub fn read_comment(row: &Row) -> Result<Comment, postgres::Error> {
         post_id: row.try_get(2)?,
         author_id: row.try_get(3)?,
         created_at: row.try_get(4)?,
+        parent_id: row.try_get(5)?,
     })
 }
 

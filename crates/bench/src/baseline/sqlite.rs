@@ -73,6 +73,7 @@ fn read_comment(row: &Row<'_>) -> rusqlite::Result<Comment> {
         post_id: row.get(2)?,
         author_id: row.get(3)?,
         created_at: row.get(4)?,
+        parent_id: row.get(5)?,
     })
 }
 

@@ -1,15 +1,19 @@
 //! The `comments` table: its queries, operations, repository, the refinable
-//! [`CommentsQuery`] and input checks.
+//! [`CommentsQuery`], threads of replies ([`CommentThread`]) and input checks.
 
 use diesel::backend::Backend;
 use diesel::dsl::{self, AsSelect};
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{HasSqlType, Integer};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
-use keel_models::{Comment, NewComment};
-use keel_schema::comments;
+use keel_models::{Comment, NewComment, Post};
+use keel_schema::{comments, posts};
+use serde::Serialize;
 
 use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
-use crate::loading::InIdList;
+use crate::loading::{InIdList, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found};
 use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, validate};
 
@@ -54,6 +58,81 @@ pub fn comments_by_author<DB: Backend>(author_id: i32) -> _ {
         .filter(comments::author_id.eq(author_id))
         .order(comments::id.asc())
         .select(select)
+}
+
+/// The post a comment is on: one statement, comments joined to posts
+/// (many-to-one, joined form).
+#[dsl::auto_type]
+pub fn post_of_comment<DB: Backend>(comment_id: i32) -> _ {
+    let select: AsSelect<Post, DB> = Post::as_select();
+    comments::table
+        .inner_join(posts::table)
+        .filter(comments::id.eq(comment_id))
+        .select(select)
+}
+
+/// Posts by id, many at once: the select-in form of comment → post.
+#[dsl::auto_type]
+pub fn posts_by_ids<'a, DB: Backend>(post_ids: &'a [i32]) -> _ {
+    let select: AsSelect<Post, DB> = Post::as_select();
+    let wanted: InIdList<posts::id> = InIdList::new(posts::id, post_ids);
+    posts::table
+        .filter(wanted)
+        .order(posts::id.asc())
+        .select(select)
+}
+
+/// Comments by id, many at once: the select-in form of reply → parent.
+#[dsl::auto_type]
+pub fn comments_by_ids<'a, DB: Backend>(comment_ids: &'a [i32]) -> _ {
+    let select: AsSelect<Comment, DB> = Comment::as_select();
+    let wanted: InIdList<comments::id> = InIdList::new(comments::id, comment_ids);
+    comments::table
+        .filter(wanted)
+        .order(comments::id.asc())
+        .select(select)
+}
+
+/// The direct replies to many comments at once: parent → replies, on
+/// `ix_comments_parent_id`.
+#[dsl::auto_type]
+pub fn replies_to<'a, DB: Backend>(parent_ids: &'a [i32]) -> _ {
+    let select: AsSelect<Comment, DB> = Comment::as_select();
+    let parents: InIdList<comments::parent_id> = InIdList::new(comments::parent_id, parent_ids);
+    comments::table
+        .filter(parents)
+        .order(comments::id.asc())
+        .select(select)
+}
+
+/// A post's comments down to `max_depth` levels of replies, as one
+/// `WITH RECURSIVE` statement: the top-level comments, then each level's
+/// replies. Written once for both backends: SQLite reads `$1` and `$2` as
+/// its first and second parameters, as PostgreSQL does.
+///
+/// The recursion ends: a reply's parent always has a smaller id
+/// (`ck_comments_parent_before_reply`, and the parent must exist first), so
+/// no chain of replies loops; and the depth is bounded besides.
+const THREAD_SQL: &str = "\
+    WITH RECURSIVE thread (id, body, post_id, author_id, created_at, parent_id, depth) AS ( \
+        SELECT id, body, post_id, author_id, created_at, parent_id, 1 FROM comments \
+        WHERE post_id = $1 AND parent_id IS NULL \
+        UNION ALL \
+        SELECT c.id, c.body, c.post_id, c.author_id, c.created_at, c.parent_id, thread.depth + 1 \
+        FROM comments c JOIN thread ON c.parent_id = thread.id WHERE thread.depth < $2 \
+    ) \
+    SELECT id, body, post_id, author_id, created_at, parent_id FROM thread ORDER BY id";
+
+/// [`THREAD_SQL`] with its arguments bound, for either backend.
+pub fn comment_thread<DB>(post_id: i32, max_depth: i32) -> BoxedSqlQuery<'static, DB, SqlQuery>
+where
+    DB: Backend + HasSqlType<Integer>,
+    i32: ToSql<Integer, DB>,
+{
+    diesel::sql_query(THREAD_SQL)
+        .into_boxed::<DB>()
+        .bind::<Integer, _>(post_id)
+        .bind::<Integer, _>(max_depth)
 }
 
 /// How many comments there are, and the highest id.
@@ -191,6 +270,80 @@ async fn delete_comment(conn: &mut Conn<'_>, id: i32) -> diesel::QueryResult<usi
         .await
 }
 
+/// What [`insert_reply`] found.
+enum Replied {
+    /// The reply, stored.
+    Stored(Comment),
+    /// No comment has the parent's id.
+    ParentMissing,
+    /// The parent is on another post.
+    ParentElsewhere,
+}
+
+/// Stores `comment` as a reply to `parent_id`, which must be on the same
+/// post: 2 statements.
+async fn insert_reply(
+    conn: &mut Conn<'_>,
+    parent_id: i32,
+    comment: &NewComment,
+) -> diesel::QueryResult<Replied> {
+    let Some(parent) = run!(conn, get_result(comment_by_id(parent_id))).optional()? else {
+        return Ok(Replied::ParentMissing);
+    };
+    if parent.post_id != comment.post_id {
+        return Ok(Replied::ParentElsewhere);
+    }
+    let reply = conn
+        .durable_write(async |c| {
+            run!(
+                c,
+                get_result(
+                    diesel::insert_into(comments::table)
+                        .values((comment, comments::parent_id.eq(parent_id)))
+                        .returning(Comment::as_returning())
+                )
+            )
+        })
+        .await?;
+    Ok(Replied::Stored(reply))
+}
+
+/// A post's comments as trees, `max_depth` levels deep: 1 statement.
+async fn load_thread(
+    conn: &mut Conn<'_>,
+    post_id: i32,
+    max_depth: i32,
+) -> diesel::QueryResult<Vec<CommentThread>> {
+    let rows: Vec<Comment> = run!(conn, load(comment_thread(post_id, max_depth)))?;
+    Ok(CommentThread::assemble(rows))
+}
+
+/// Each comment with the post it is on: 1 statement for all of them.
+async fn comments_with_posts(
+    conn: &mut Conn<'_>,
+    comments: Vec<Comment>,
+) -> diesel::QueryResult<Vec<CommentWithPost>> {
+    let mut post_ids = ids(&comments, |c| c.post_id).unwrap_or_default();
+    post_ids.sort_unstable();
+    post_ids.dedup();
+    let posts: Vec<Post> = if post_ids.is_empty() {
+        Vec::new()
+    } else {
+        run!(conn, load(posts_by_ids(&post_ids)))?
+    };
+    let posts: std::collections::HashMap<i32, Post> =
+        posts.into_iter().map(|post| (post.id, post)).collect();
+    Ok(comments
+        .into_iter()
+        .filter_map(|comment| {
+            // A post deleted between the two statements takes its comments
+            // with it: such a comment is gone, not orphaned.
+            let post = posts.get(&comment.post_id)?.clone();
+            Some(CommentWithPost { comment, post })
+        })
+        .collect())
+}
+
 fn copy_comments(
     conn: &mut diesel::pg::PgConnection,
     rows: &[NewComment],
@@ -218,8 +371,90 @@ async fn insert_comments(
 const CHUNK: usize = bulk::sqlite_rows_per_statement(3);
 const PG_CHUNK: usize = bulk::postgres_rows_per_statement(3);
 
+// ---- eager-loading results ----------------------------------------------------
+
+/// Deepest a thread load goes: replies to replies, this many levels.
+pub const MAX_THREAD_DEPTH: i32 = 32;
+
+/// A comment with its replies, and theirs, as deep as the load went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommentThread {
+    /// The comment.
+    pub comment: Comment,
+    /// Its direct replies, oldest first, each with its own.
+    pub replies: Vec<CommentThread>,
+}
+
+impl CommentThread {
+    /// Trees from the rows of a thread load: comments without a parent in
+    /// `rows` are the roots; replies hang under their parents, oldest first.
+    pub fn assemble(rows: Vec<Comment>) -> Vec<CommentThread> {
+        let present: std::collections::HashSet<i32> = rows.iter().map(|c| c.id).collect();
+        let mut replies: std::collections::HashMap<i32, Vec<Comment>> =
+            std::collections::HashMap::new();
+        let mut roots = Vec::new();
+        for comment in rows {
+            match comment.parent_id.filter(|parent| present.contains(parent)) {
+                Some(parent) => replies.entry(parent).or_default().push(comment),
+                None => roots.push(comment),
+            }
+        }
+        roots
+            .into_iter()
+            .map(|root| Self::grow(root, &mut replies))
+            .collect()
+    }
+
+    /// `comment` with its replies taken from `replies`. Recursion depth is
+    /// the thread's, at most [`MAX_THREAD_DEPTH`].
+    fn grow(
+        comment: Comment,
+        replies: &mut std::collections::HashMap<i32, Vec<Comment>>,
+    ) -> CommentThread {
+        let children = replies.remove(&comment.id).unwrap_or_default();
+        CommentThread {
+            comment,
+            replies: children
+                .into_iter()
+                .map(|child| Self::grow(child, replies))
+                .collect(),
+        }
+    }
+
+    /// This comment and every reply under it.
+    pub fn len(&self) -> usize {
+        1 + self.replies.iter().map(CommentThread::len).sum::<usize>()
+    }
+
+    /// Always false: a thread holds at least its own comment.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Levels from this comment down to its deepest reply (1 for none).
+    pub fn depth(&self) -> usize {
+        1 + self
+            .replies
+            .iter()
+            .map(CommentThread::depth)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A comment with the post it is on, loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommentWithPost {
+    /// The comment.
+    pub comment: Comment,
+    /// The post it is on.
+    pub post: Post,
+}
+
 /// The foreign keys a comment's write may violate (SQLite does not say which).
 const FOREIGN_KEYS: &str = "post_id or author_id";
+/// The same for a reply.
+const FOREIGN_KEYS_OF_REPLY: &str = "post_id, author_id or parent_id";
 
 fn check_new_comment(comment: &NewComment) -> Result<(), RepoError> {
     validate::required_text("body", &comment.body, None)?;
@@ -256,6 +491,90 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
             call(db, async |conn| insert_comment(conn, comment).await)
                 .await
                 .map_err(|e| e.naming_related(FOREIGN_KEYS))
+        })
+    }
+
+    /// Stores `comment` as a reply to the comment `parent_id`. The parent
+    /// must be on the same post (else `Validation` on `parent_id`); a
+    /// missing parent is `RelatedMissing`. 2 statements.
+    pub fn reply<'s>(&self, parent_id: i32, comment: &'s NewComment) -> Out<'s, E, Comment>
+    where
+        'a: 's,
+    {
+        let db = self.db;
+        db.output(async move {
+            validate::id("parent_id", parent_id)?;
+            check_new_comment(comment)?;
+            let replied = call(db, async |conn| {
+                insert_reply(conn, parent_id, comment).await
+            })
+            .await
+            .map_err(|e| e.naming_related(FOREIGN_KEYS_OF_REPLY))?;
+            match replied {
+                Replied::Stored(reply) => Ok(reply),
+                Replied::ParentMissing => Err(RepoError::RelatedMissing {
+                    field: "parent_id".to_owned(),
+                }),
+                Replied::ParentElsewhere => Err(RepoError::validation(
+                    "parent_id",
+                    format!("comment {parent_id} is on another post"),
+                )),
+            }
+        })
+    }
+
+    /// A post's comments as threads: top-level comments, each with its
+    /// replies down to `max_depth` levels (1 = top level only, at most
+    /// [`MAX_THREAD_DEPTH`]). One `WITH RECURSIVE` statement, whatever the
+    /// number of comments; a missing post has none.
+    pub fn thread(&self, post_id: i32, max_depth: i32) -> Out<'a, E, Vec<CommentThread>> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("post_id", post_id)?;
+            if !(1..=MAX_THREAD_DEPTH).contains(&max_depth) {
+                return Err(RepoError::validation(
+                    "depth",
+                    format!("{max_depth} is out of range: 1 to {MAX_THREAD_DEPTH} levels"),
+                ));
+            }
+            call(db, async |conn| load_thread(conn, post_id, max_depth).await).await
+        })
+    }
+
+    /// The direct replies to a comment, oldest first. 1 statement.
+    pub fn replies(&self, comment_id: i32) -> Out<'a, E, Vec<Comment>> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("comment_id", comment_id)?;
+            call(db, async |conn| run!(conn, load(replies_to(&[comment_id])))).await
+        })
+    }
+
+    /// The post a comment is on: 1 statement, a join (many-to-one, joined
+    /// form). A missing comment is `NotFound`.
+    pub fn post_of(&self, comment_id: i32) -> Out<'a, E, Post> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("comment_id", comment_id)?;
+            let post = call(db, async |conn| {
+                run!(conn, get_result(post_of_comment(comment_id))).optional()
+            })
+            .await?;
+            found(post, "comment", || format!("id {comment_id}"))
+        })
+    }
+
+    /// Every comment a user wrote, each with the post it is on (many-to-one,
+    /// select-in form): 2 statements, whatever the number of comments.
+    pub fn by_author_with_posts(&self, author_id: i32) -> Out<'a, E, Vec<CommentWithPost>> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("author_id", author_id)?;
+            call(db, async |conn| {
+                let comments = run!(conn, load(comments_by_author(author_id)))?;
+                comments_with_posts(conn, comments).await
+            })
+            .await
         })
     }
 
@@ -370,10 +689,24 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
 
 /// The queries `keel explain` shows for this table, with sample arguments.
 pub(crate) fn explained_queries() -> Vec<ExplainedQuery> {
-    vec![ExplainedQuery {
-        name: "comments_of_posts",
-        description: "eager load level 3: comments of many posts",
-        needs_index: true,
-        explain: |conn| explain::explain!(conn, comments_of_posts(&[1, 2, 3])),
-    }]
+    vec![
+        ExplainedQuery {
+            name: "comments_of_posts",
+            description: "eager load level 3: comments of many posts",
+            needs_index: true,
+            explain: |conn| explain::explain!(conn, comments_of_posts(&[1, 2, 3])),
+        },
+        ExplainedQuery {
+            name: "replies_to",
+            description: "the replies to many comments (a thread's next level)",
+            needs_index: true,
+            explain: |conn| explain::explain!(conn, replies_to(&[1, 2, 3])),
+        },
+        ExplainedQuery {
+            name: "comment_thread",
+            description: "a post's comment thread, one WITH RECURSIVE statement",
+            needs_index: true,
+            explain: |conn| explain::explain!(conn, comment_thread(1, MAX_THREAD_DEPTH)),
+        },
+    ]
 }

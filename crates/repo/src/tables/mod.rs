@@ -4,6 +4,7 @@
 
 pub mod comments;
 pub mod posts;
+pub mod tags;
 pub mod users;
 
 use serde::Serialize;
@@ -40,6 +41,7 @@ pub fn explained_queries() -> Vec<ExplainedQuery> {
     let mut queries = users::explained_queries();
     queries.extend(posts::explained_queries());
     queries.extend(comments::explained_queries());
+    queries.extend(tags::explained_queries());
     queries
 }
 
@@ -47,7 +49,7 @@ pub fn explained_queries() -> Vec<ExplainedQuery> {
 /// drift check.
 pub fn compiled_columns() -> Vec<ColumnInfo> {
     use diesel::QueryDsl;
-    use keel_schema::{comments, posts, users};
+    use keel_schema::{comments, post_tags, posts, tags, users};
     let mut columns = crate::doctor::columns_of("users", &users::table.select(users::all_columns));
     columns.extend(crate::doctor::columns_of(
         "posts",
@@ -56,6 +58,14 @@ pub fn compiled_columns() -> Vec<ColumnInfo> {
     columns.extend(crate::doctor::columns_of(
         "comments",
         &comments::table.select(comments::all_columns),
+    ));
+    columns.extend(crate::doctor::columns_of(
+        "tags",
+        &tags::table.select(tags::all_columns),
+    ));
+    columns.extend(crate::doctor::columns_of(
+        "post_tags",
+        &post_tags::table.select(post_tags::all_columns),
     ));
     columns.sort();
     columns

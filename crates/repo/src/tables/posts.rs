@@ -4,14 +4,15 @@
 use diesel::backend::Backend;
 use diesel::dsl::{self, AsSelect};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
-use keel_models::{Comment, NewPost, Post, PostChangeset, User};
+use keel_models::{Comment, NewPost, Post, PostChangeset, Tag, User};
 use keel_schema::{posts, users};
 use serde::Serialize;
 
 use super::comments::{CommentsQuery, comments_matching, comments_of_posts};
+use super::tags::{PostWithTags, load_tags_of_posts, posts_with_tags};
 use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
-use crate::loading::{InIdList, group_by_key};
+use crate::loading::{InIdList, group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, deleted, found};
 use crate::{Conn, Executor, Out, RepoError, TableSize, bulk, run, validate};
 
@@ -191,6 +192,41 @@ pub(crate) fn posts_with_comments(
         .collect()
 }
 
+/// A post with its comments and its tags, loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostWithCommentsAndTags {
+    /// The post.
+    pub post: Post,
+    /// Its comments, oldest first.
+    pub comments: Vec<Comment>,
+    /// Its tags, by name.
+    pub tags: Vec<Tag>,
+}
+
+/// Each post with its comments and tags: 2 statements for all of them
+/// (none when there are no posts).
+pub(crate) async fn load_comments_and_tags(
+    conn: &mut Conn<'_>,
+    posts: Vec<Post>,
+) -> diesel::QueryResult<Vec<PostWithCommentsAndTags>> {
+    let mut tags = load_tags_of_posts(conn, &posts).await?;
+    let comments = match ids(&posts, |p| p.id) {
+        Some(ids) => run!(conn, load(comments_of_posts(&ids)))?,
+        None => Vec::new(),
+    };
+    Ok(posts_with_comments(posts, comments)
+        .into_iter()
+        .map(|PostWithComments { post, comments }| {
+            let tags = tags.remove(&post.id).unwrap_or_default();
+            PostWithCommentsAndTags {
+                post,
+                comments,
+                tags,
+            }
+        })
+        .collect())
+}
+
 // ---- input checks ---------------------------------------------------------------
 
 fn check_new_post(post: &NewPost) -> Result<(), RepoError> {
@@ -315,6 +351,36 @@ impl<'a, E: Executor> PostRepository<'a, E> {
             })
             .await?;
             found(post, "post", || format!("id {id}"))
+        })
+    }
+
+    /// A post with its tags: 2 statements.
+    pub fn get_with_tags(&self, id: i32) -> Out<'a, E, PostWithTags> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("id", id)?;
+            let post = call(db, async |conn| {
+                let Some(post) = run!(conn, get_result(post_by_id(id))).optional()? else {
+                    return Ok(None);
+                };
+                Ok(posts_with_tags(conn, vec![post]).await?.pop())
+            })
+            .await?;
+            found(post, "post", || format!("id {id}"))
+        })
+    }
+
+    /// An author's posts, oldest first, each with its tags: 2 statements,
+    /// whatever the number of posts and tags.
+    pub fn by_author_with_tags(&self, author_id: i32) -> Out<'a, E, Vec<PostWithTags>> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("author_id", author_id)?;
+            call(db, async |conn| {
+                let posts = run!(conn, load(posts_by_author(author_id)))?;
+                posts_with_tags(conn, posts).await
+            })
+            .await
         })
     }
 

@@ -13,7 +13,11 @@ use keel_schema::users;
 use serde::Serialize;
 
 use super::comments::comments_of_posts;
-use super::posts::{PostWithComments, posts_of_authors, posts_with_comments};
+use super::posts::{
+    PostWithComments, PostWithCommentsAndTags, load_comments_and_tags, posts_of_authors,
+    posts_with_comments,
+};
+use super::tags::{PostWithTags, posts_with_tags};
 use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{group_by_key, ids};
@@ -195,6 +199,60 @@ async fn load_posts_and_comments(
         .collect())
 }
 
+/// The posts of `users`, then the tags of those posts: one statement per
+/// level (none for a level with no parents).
+async fn load_posts_and_tags(
+    conn: &mut Conn<'_>,
+    users: Vec<User>,
+) -> diesel::QueryResult<Vec<UserWithPostsAndTags>> {
+    let posts: Vec<Post> = match ids(&users, |u| u.id) {
+        Some(ids) => run!(conn, load(posts_of_authors(&ids)))?,
+        None => Vec::new(),
+    };
+    let posts = posts_with_tags(conn, posts).await?;
+    let mut grouped = group_by_key(posts, &users, |p| p.post.author_id, |u| u.id);
+    Ok(users
+        .into_iter()
+        .map(|user| {
+            let posts = grouped.remove(&user.id).unwrap_or_default();
+            UserWithPostsAndTags { user, posts }
+        })
+        .collect())
+}
+
+/// The posts of `users`, then the comments and the tags of those posts:
+/// one statement per level.
+async fn load_posts_comments_and_tags(
+    conn: &mut Conn<'_>,
+    users: Vec<User>,
+) -> diesel::QueryResult<Vec<UserWithPostsCommentsAndTags>> {
+    let posts: Vec<Post> = match ids(&users, |u| u.id) {
+        Some(ids) => run!(conn, load(posts_of_authors(&ids)))?,
+        None => Vec::new(),
+    };
+    let posts = load_comments_and_tags(conn, posts).await?;
+    let mut grouped = group_by_key(posts, &users, |p| p.post.author_id, |u| u.id);
+    Ok(users
+        .into_iter()
+        .map(|user| {
+            let posts = grouped.remove(&user.id).unwrap_or_default();
+            UserWithPostsCommentsAndTags { user, posts }
+        })
+        .collect())
+}
+
+/// One user, and `load` for the levels below: `None` for no such user.
+async fn one_user_with<T>(
+    conn: &mut Conn<'_>,
+    id: i32,
+    load: impl AsyncFnOnce(&mut Conn<'_>, Vec<User>) -> diesel::QueryResult<Vec<T>>,
+) -> diesel::QueryResult<Option<T>> {
+    let Some(user) = run!(conn, get_result(user_by_id(id))).optional()? else {
+        return Ok(None);
+    };
+    Ok(load(conn, vec![user]).await?.pop())
+}
+
 fn copy_users(conn: &mut diesel::pg::PgConnection, rows: &[NewUser]) -> diesel::QueryResult<usize> {
     diesel::ExecuteCopyFromDsl::execute(diesel::copy_from(users::table).from_insertable(rows), conn)
 }
@@ -231,6 +289,24 @@ pub struct UserWithPostsAndComments {
     pub user: User,
     /// Their posts, oldest first, each with its comments.
     pub posts: Vec<PostWithComments>,
+}
+
+/// A user with their posts and each post's tags, loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserWithPostsAndTags {
+    /// The user.
+    pub user: User,
+    /// Their posts, oldest first, each with its tags.
+    pub posts: Vec<PostWithTags>,
+}
+
+/// A user with their posts and each post's comments and tags, loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserWithPostsCommentsAndTags {
+    /// The user.
+    pub user: User,
+    /// Their posts, oldest first, each with its comments and tags.
+    pub posts: Vec<PostWithCommentsAndTags>,
 }
 
 fn users_with_posts(users: Vec<User>, posts: Vec<Post>) -> Vec<UserWithPosts> {
@@ -486,6 +562,54 @@ impl<'a, E: Executor> UserRepository<'a, E> {
             validate::limit(limit, MAX_PAGE_SIZE)?;
             call(db, async |conn| {
                 active_users_with_posts_and_comments(conn, limit).await
+            })
+            .await
+        })
+    }
+
+    /// One user with their posts and the posts' tags: 3 statements whatever
+    /// the number of posts and tags.
+    pub fn get_with_posts_and_tags(&self, id: i32) -> Out<'a, E, UserWithPostsAndTags> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("id", id)?;
+            let user = call(db, async |conn| {
+                one_user_with(conn, id, load_posts_and_tags).await
+            })
+            .await?;
+            found(user, "user", || format!("id {id}"))
+        })
+    }
+
+    /// One user with their posts and the posts' comments and tags: 4
+    /// statements whatever the number of rows.
+    pub fn get_with_posts_comments_and_tags(
+        &self,
+        id: i32,
+    ) -> Out<'a, E, UserWithPostsCommentsAndTags> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("id", id)?;
+            let user = call(db, async |conn| {
+                one_user_with(conn, id, load_posts_comments_and_tags).await
+            })
+            .await?;
+            found(user, "user", || format!("id {id}"))
+        })
+    }
+
+    /// The first `limit` active users, their posts, and the posts' comments
+    /// and tags: 4 statements, whatever the number of rows.
+    pub fn users_with_posts_comments_and_tags(
+        &self,
+        limit: i64,
+    ) -> Out<'a, E, Vec<UserWithPostsCommentsAndTags>> {
+        let db = self.db;
+        db.output(async move {
+            validate::limit(limit, MAX_PAGE_SIZE)?;
+            call(db, async |conn| {
+                let users: Vec<User> = run!(conn, load(active_users(limit)))?;
+                load_posts_comments_and_tags(conn, users).await
             })
             .await
         })
