@@ -86,6 +86,7 @@ pub(crate) async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), 
     let total = workload.row_count();
     let already = u64::try_from(users_done + posts_done + comments_done).unwrap_or(0);
     if already == total {
+        link_tags_and_replies(db).await?;
         tracing::info!(rows = total, "already seeded: nothing to do");
         return Ok(());
     }
@@ -107,6 +108,7 @@ pub(crate) async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), 
         db.comments().insert_many(&rows).await?;
         progress.add("comments", rows.len());
     }
+    link_tags_and_replies(db).await?;
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -121,6 +123,45 @@ pub(crate) async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), 
         "seeded"
     );
     Ok(())
+}
+
+/// The workload's 50 tags (`tag0` … `tag49`).
+const SEED_TAGS: &str = "\
+    WITH RECURSIVE n (k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k < 49) \
+    INSERT INTO tags (name) SELECT 'tag' || k FROM n WHERE true \
+    ON CONFLICT (name) DO NOTHING";
+
+/// Each post tagged `tag{id % 50}` and `tag{(id · 7) % 50}` (the second as
+/// `(id % 50) · 7 % 50`, which cannot overflow).
+const SEED_POST_TAGS: &str = "\
+    INSERT INTO post_tags (post_id, tag_id) \
+    SELECT posts.id, tags.id FROM posts JOIN tags \
+    ON tags.name = 'tag' || (posts.id % 50) OR tags.name = 'tag' || ((posts.id % 50) * 7 % 50) \
+    WHERE true ON CONFLICT DO NOTHING";
+
+/// Every tenth comment replies to the one before it, when that one is on
+/// the same post.
+const SEED_REPLIES: &str = "\
+    UPDATE comments SET parent_id = id - 1 \
+    WHERE id % 10 = 0 AND parent_id IS NULL \
+    AND post_id = (SELECT before.post_id FROM comments before WHERE before.id = comments.id - 1)";
+
+/// The workload's tags and replies (docs/workload.md; the same rules as
+/// `Workload::tags_of_post` and `Workload::parent_of_comment`): three
+/// set-based statements in one transaction, each a no-op when already done,
+/// so a rerun completes them. They run on keel's pool through the public
+/// path a service's own queries take.
+async fn link_tags_and_replies(db: &AsyncDatabase) -> Result<(), RepoError> {
+    keel_repo::executor::call(db, async |conn| {
+        conn.transaction(async |tx| {
+            for sql in [SEED_TAGS, SEED_POST_TAGS, SEED_REPLIES] {
+                keel_repo::run!(tx, execute(diesel::sql_query(sql)))?;
+            }
+            Ok(())
+        })
+        .await
+    })
+    .await
 }
 
 /// Checks sample rows an earlier run committed against this workload's rows

@@ -1,7 +1,7 @@
 //! `keel seed`: WORKLOAD.md's rows and checksums, whole chunks only when
 //! killed, and a rerun that completes the load.
 
-use keel_repo::prelude::UsersExt as _;
+use keel_repo::prelude::{CommentsExt as _, TagsExt as _, UsersExt as _};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -55,6 +55,59 @@ fn assert_complete(db: &impl TestDatabase, workload: &Workload) {
     for id in workload.lookup_ids(50) {
         let user = repo.users().get_by_id(id).expect("lookup");
         assert_eq!(user.email, Workload::email(id));
+    }
+    // Tags and replies, by the workload's rules.
+    assert_eq!(
+        repo.tags().size().expect("tags").rows,
+        i64::from(keel_workload::TAG_COUNT)
+    );
+    let count = |sql: &'static str| -> usize {
+        let rows: i64 = repo
+            .with_conn(async |conn| {
+                keel_repo::run!(
+                    conn,
+                    get_result(diesel::select(
+                        diesel::dsl::sql::<diesel::sql_types::BigInt>(sql)
+                    ))
+                )
+            })
+            .expect(sql);
+        usize::try_from(rows).expect("a count")
+    };
+    assert_eq!(
+        count("(SELECT count(*) FROM post_tags)"),
+        workload.post_tag_count()
+    );
+    assert_eq!(
+        count("(SELECT count(*) FROM comments WHERE parent_id IS NOT NULL)"),
+        workload.reply_count()
+    );
+    for post_id in [1, 25, workload.post_count()] {
+        let names: Vec<String> = repo
+            .tags()
+            .tags_of_post(post_id)
+            .expect("tags")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        let mut expected: Vec<String> = Workload::tags_of_post(post_id)
+            .into_iter()
+            .map(Workload::tag_name)
+            .collect();
+        expected.sort();
+        assert_eq!(names, expected, "post {post_id}");
+    }
+    for comment_id in [9, 10, 20] {
+        let parent = repo
+            .comments()
+            .get_by_id(comment_id)
+            .expect("comment")
+            .parent_id;
+        assert_eq!(
+            parent,
+            workload.parent_of_comment(comment_id),
+            "comment {comment_id}"
+        );
     }
 }
 

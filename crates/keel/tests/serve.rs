@@ -434,6 +434,123 @@ serve_tests! {
         assert_eq!(retried.status(), StatusCode::NOT_FOUND);
     }
 
+    async fn tags_and_replies_over_http(server, http) {
+        let user = create_user(&http, &server, 1).await["id"].as_i64().expect("id");
+        let post = |title: &'static str| {
+            let http = http.clone();
+            let url = server.url(&format!("/users/{user}/posts"));
+            async move {
+                let response = http.post(url).json(&json!({"title": title, "content": "c"})).send().await.expect("POST");
+                assert_eq!(response.status(), StatusCode::CREATED);
+                json_of(response).await["id"].as_i64().expect("id")
+            }
+        };
+        let (first, second) = (post("first").await, post("second").await);
+        let send = |method: reqwest::Method, path: String| http.request(method, server.url(&path)).send();
+        use reqwest::Method;
+
+        let created = http.post(server.url("/tags")).json(&json!({"name": "rust"})).send().await.expect("POST /tags");
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let again = http.post(server.url("/tags")).json(&json!({"name": "rust"})).send().await.expect("POST /tags");
+        assert_eq!(again.status(), StatusCode::CONFLICT);
+        let tagged = send(Method::PUT, format!("/posts/{first}/tags/rust")).await.expect("PUT");
+        assert_eq!(tagged.status(), StatusCode::CREATED);
+        assert_eq!(json_of(tagged).await["name"], "rust");
+        let retagged = send(Method::PUT, format!("/posts/{first}/tags/rust")).await.expect("PUT");
+        assert_eq!(retagged.status(), StatusCode::OK, "tagging twice is not an error");
+        for (path, status, code) in [
+            (format!("/posts/{first}/tags/nope"), StatusCode::NOT_FOUND, "not_found"),
+            ("/posts/99999/tags/rust".to_owned(), StatusCode::NOT_FOUND, "not_found"),
+            (format!("/posts/{first}/tags/{}", "x".repeat(51)), StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+        ] {
+            let response = send(Method::PUT, path.clone()).await.expect("PUT");
+            assert_eq!(response.status(), status, "{path}");
+            assert_eq!(json_of(response).await["error"]["code"], code, "{path}");
+        }
+        let page = json_of(send(Method::GET, "/tags/rust/posts?limit=10".into()).await.expect("GET")).await;
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+        assert_eq!(page["items"][0]["id"].as_i64(), Some(first));
+        assert_eq!(send(Method::GET, "/tags/nope/posts".into()).await.expect("GET").status(), StatusCode::NOT_FOUND);
+
+        // A thread: a comment, a reply to it; a reply across posts is refused.
+        let comment = |post_id: i64, parent: Option<i64>| {
+            http.post(server.url(&format!("/posts/{post_id}/comments")))
+                .json(&json!({"body": "b", "author_id": user, "parent_id": parent}))
+                .send()
+        };
+        let root = json_of(comment(first, None).await.expect("POST")).await["id"].as_i64().expect("id");
+        let reply = comment(first, Some(root)).await.expect("POST");
+        assert_eq!(reply.status(), StatusCode::CREATED);
+        let reply = json_of(reply).await;
+        assert_eq!(reply["parent_id"].as_i64(), Some(root));
+        let across = comment(second, Some(root)).await.expect("POST");
+        assert_eq!(across.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(json_of(across).await["error"]["field"], "parent_id");
+
+        let response = send(Method::GET, format!("/posts/{first}?include=author,tags,comments.replies")).await.expect("GET");
+        assert_eq!(query_count(&response), 3, "post ⋈ author, the thread, the tags");
+        let body = json_of(response).await;
+        assert_eq!(body["author"]["id"].as_i64(), Some(user));
+        assert_eq!(body["tags"][0]["name"], "rust");
+        assert_eq!(body["comments"][0]["comment"]["id"].as_i64(), Some(root));
+        assert_eq!(body["comments"][0]["replies"][0]["comment"]["id"], reply["id"]);
+        let shallow = json_of(send(Method::GET, format!("/posts/{first}?include=comments.replies&depth=1")).await.expect("GET")).await;
+        assert_eq!(shallow["comments"][0]["replies"].as_array().map(Vec::len), Some(0));
+        for query in ["include=comments.replies&depth=33", "include=comments.replies&depth=0", "depth=2"] {
+            let response = send(Method::GET, format!("/posts/{first}?{query}")).await.expect("GET");
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        }
+
+        let response = send(Method::GET, format!("/users/{user}?include=posts.tags")).await.expect("GET");
+        assert_eq!(query_count(&response), 3);
+        let body = json_of(response).await;
+        assert_eq!(body["posts"][0]["tags"][0]["name"], "rust");
+        assert_eq!(body["posts"][1]["tags"].as_array().map(Vec::len), Some(0));
+
+        for _ in 0..2 {
+            let untagged = send(Method::DELETE, format!("/posts/{first}/tags/rust")).await.expect("DELETE");
+            assert_eq!(untagged.status(), StatusCode::NO_CONTENT, "untagging twice is not an error");
+        }
+        let body = json_of(send(Method::GET, format!("/posts/{first}?include=tags")).await.expect("GET")).await;
+        assert_eq!(body["tags"].as_array().map(Vec::len), Some(0));
+    }
+
+    async fn a_post_with_1000_comments_costs_the_statements_of_one_with_1(server, http) {
+        let user = create_user(&http, &server, 1).await["id"].as_i64().expect("id");
+        let mut posts = Vec::new();
+        for title in ["small", "large"] {
+            let response = http.post(server.url(&format!("/users/{user}/posts")))
+                .json(&json!({"title": title, "content": "c"})).send().await.expect("POST");
+            posts.push(json_of(response).await["id"].as_i64().expect("id"));
+        }
+        let add = |post_id: i64, parent: Option<i64>| {
+            http.post(server.url(&format!("/posts/{post_id}/comments")))
+                .json(&json!({"body": "b", "author_id": user, "parent_id": parent}))
+                .send()
+        };
+        add(posts[0], None).await.expect("POST");
+        // 1,000 comments on the large post: every fifth starts a chain, the
+        // others reply to the one before.
+        let mut previous = None;
+        for n in 0..1000 {
+            let parent = if n % 5 == 0 { None } else { previous };
+            let response = add(posts[1], parent).await.expect("POST");
+            assert_eq!(response.status(), StatusCode::CREATED);
+            previous = json_of(response).await["id"].as_i64();
+        }
+        let mut counts = Vec::new();
+        for post in &posts {
+            let response = http.get(server.url(&format!("/posts/{post}?include=author,tags,comments.replies")))
+                .send().await.expect("GET");
+            assert_eq!(response.status(), StatusCode::OK);
+            counts.push(query_count(&response));
+            let body = json_of(response).await;
+            let roots = body["comments"].as_array().map(Vec::len).unwrap_or_default();
+            assert_eq!(roots, if *post == posts[0] { 1 } else { 200 });
+        }
+        assert_eq!(counts, [3, 3], "X-Query-Count for 1 comment and for 1,000");
+    }
+
     async fn unknown_paths_and_methods_get_json_errors(server, http) {
         for path in ["/", "/users/", "//users", "/users/1/", "/nothing/here"] {
             let response = http.get(server.url(path)).send().await.expect("GET");

@@ -33,7 +33,7 @@ mod verify;
 
 pub use checksums::{GraphChecksum, JoinChecksum, LoadChecksum, LookupChecksum};
 pub use mt19937::Mt19937;
-pub use rows::{Chunks, Rows};
+pub use rows::{Chunks, Rows, TAG_COUNT};
 
 /// Users the eager-load steps (B2, B3) load: the first this many active ones.
 pub const GRAPH_USER_LIMIT: usize = 1_000;

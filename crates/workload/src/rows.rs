@@ -152,6 +152,50 @@ impl<T> Iterator for Chunks<T> {
 
 impl<T> ExactSizeIterator for Chunks<T> {}
 
+/// How many tags the workload has: `tag0` to `tag49`.
+pub const TAG_COUNT: i32 = 50;
+
+impl Workload {
+    /// The name of tag `k` (0 ≤ k < [`TAG_COUNT`]).
+    pub fn tag_name(k: i32) -> String {
+        format!("tag{k}")
+    }
+
+    /// The tags post `post_id` carries: `post_id % 50` and
+    /// `(post_id · 7) % 50`, one tag when the two agree (every 25th post).
+    pub fn tags_of_post(post_id: i32) -> Vec<i32> {
+        let first = post_id % TAG_COUNT;
+        // (post_id · 7) % 50 without overflowing at the largest ids.
+        let second = first * 7 % TAG_COUNT;
+        if first == second {
+            vec![first]
+        } else {
+            vec![first, second]
+        }
+    }
+
+    /// The comment that comment `id` replies to: every tenth comment
+    /// replies to the one before it, when that one is on the same post.
+    pub fn parent_of_comment(&self, id: i32) -> Option<i32> {
+        (id % 10 == 0 && id > 1 && self.comment(id - 1).post_id == self.comment(id).post_id)
+            .then_some(id - 1)
+    }
+
+    /// How many `post_tags` rows the load has.
+    pub fn post_tag_count(&self) -> usize {
+        (1..=self.post_count())
+            .map(|id| Self::tags_of_post(id).len())
+            .sum()
+    }
+
+    /// How many comments are replies.
+    pub fn reply_count(&self) -> usize {
+        (1..=self.comment_count())
+            .filter(|id| self.parent_of_comment(*id).is_some())
+            .count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The endpoints: each handler parses its input, makes one repository call
 //! (eager loads included) and returns JSON.
 
-use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
+use keel_repo::prelude::{CommentsExt as _, PostsExt as _, TagsExt as _, UsersExt as _};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use keel_models::{NewComment, NewPost, NewUser, UserChangeset};
 use keel_repo::asynchronous::{AsyncDatabase, AsyncTransaction};
+use keel_repo::tables::comments::MAX_THREAD_DEPTH;
 use keel_repo::{RepoError, RetryPolicy};
 use serde::Deserialize;
 
@@ -47,6 +48,12 @@ pub(crate) fn router(state: AppState) -> Router {
             "/posts/{id}/comments",
             get(list_comments).post(create_comment),
         )
+        .route(
+            "/posts/{id}/tags/{name}",
+            axum::routing::put(tag_post).delete(untag_post),
+        )
+        .route("/tags", axum::routing::post(create_tag))
+        .route("/tags/{name}/posts", get(posts_with_tag))
         .route("/healthz", get(super::health::healthz))
         .route("/metrics", get(super::metrics::metrics))
         .fallback(no_such_endpoint)
@@ -163,8 +170,14 @@ async fn get_user(
     QueryParams(include): QueryParams<IncludeParams>,
 ) -> Result<Response, ApiError> {
     let users = state.db.users();
-    let relations = include.relations(&["posts", "posts.comments"])?;
-    Ok(if relations.iter().any(|r| r == "posts.comments") {
+    let relations = include.relations(&["posts", "posts.comments", "posts.tags"])?;
+    let comments = relations.iter().any(|r| r == "posts.comments");
+    let tags = relations.iter().any(|r| r == "posts.tags");
+    Ok(if comments && tags {
+        Json(users.get_with_posts_comments_and_tags(id).await?).into_response()
+    } else if tags {
+        Json(users.get_with_posts_and_tags(id).await?).into_response()
+    } else if comments {
         Json(users.get_with_posts_and_comments(id).await?).into_response()
     } else if relations.iter().any(|r| r == "posts") {
         Json(users.get_with_posts(id).await?).into_response()
@@ -233,39 +246,72 @@ async fn create_post(
     ))
 }
 
-#[derive(serde::Serialize)]
-struct PostWithAuthor {
-    post: keel_models::Post,
-    author: keel_models::User,
+/// `GET /posts/{id}`'s query: which relations to load, and how deep a
+/// thread of replies goes (`comments.replies`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostParams {
+    include: Option<String>,
+    depth: Option<i32>,
 }
 
-#[derive(serde::Serialize)]
-struct PostWithComments {
-    post: keel_models::Post,
-    comments: Vec<keel_models::Comment>,
-}
-
+/// A post, and each relation asked for under its own key: one statement
+/// for the post (joined to its author when `author` is asked), one per
+/// other relation, whatever the number of rows.
 async fn get_post(
     State(state): State<AppState>,
     PathParam(id): PathParam<i32>,
-    QueryParams(include): QueryParams<IncludeParams>,
+    QueryParams(params): QueryParams<PostParams>,
 ) -> Result<Response, ApiError> {
-    let posts = state.db.posts();
-    let relations = include.relations(&["author", "comments"])?;
-    let author = relations.iter().any(|r| r == "author");
-    let comments = relations.iter().any(|r| r == "comments");
-    Ok(match (author, comments) {
-        (true, true) => Json(posts.post_with_author_and_comments(id).await?).into_response(),
-        (true, false) => {
-            let (post, author) = posts.get_with_author(id).await?;
-            Json(PostWithAuthor { post, author }).into_response()
-        }
-        (false, true) => {
-            let post = posts.get_by_id(id).await?;
-            let comments = posts.load_comments(&posts.comments_query(id)).await?;
-            Json(PostWithComments { post, comments }).into_response()
-        }
-        (false, false) => Json(posts.get_by_id(id).await?).into_response(),
+    let include = IncludeParams {
+        include: params.include,
+    };
+    let relations = include.relations(&["author", "comments", "comments.replies", "tags"])?;
+    let asked = |name: &str| relations.iter().any(|r| r == name);
+    if params.depth.is_some() && !asked("comments.replies") {
+        return Err(ApiError::invalid(
+            "depth",
+            "depth is the depth of include=comments.replies",
+        ));
+    }
+    if relations.is_empty() {
+        return Ok(Json(state.db.posts().get_by_id(id).await?).into_response());
+    }
+    let mut body = serde_json::Map::new();
+    if asked("author") {
+        let (post, author) = state.db.posts().get_with_author(id).await?;
+        body.insert("post".into(), json(post)?);
+        body.insert("author".into(), json(author)?);
+    } else {
+        body.insert("post".into(), json(state.db.posts().get_by_id(id).await?)?);
+    }
+    if asked("comments.replies") {
+        let depth = params.depth.unwrap_or(MAX_THREAD_DEPTH);
+        let thread = state.db.comments().thread(id, depth).await?;
+        body.insert("comments".into(), json(thread)?);
+    } else if asked("comments") {
+        let posts = state.db.posts();
+        let comments = posts.load_comments(&posts.comments_query(id)).await?;
+        body.insert("comments".into(), json(comments)?);
+    }
+    if asked("tags") {
+        body.insert(
+            "tags".into(),
+            json(state.db.tags().tags_of_post(id).await?)?,
+        );
+    }
+    Ok(Json(body).into_response())
+}
+
+/// A value as JSON; keel's rows always serialize, so a failure is a 500.
+fn json(value: impl serde::Serialize) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value).map_err(|error| {
+        tracing::error!(%error, "a response did not serialize");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     })
 }
 
@@ -302,6 +348,9 @@ async fn delete_post(
 struct CommentBody {
     body: String,
     author_id: i32,
+    /// The comment this one replies to, on the same post.
+    #[serde(default)]
+    parent_id: Option<i32>,
 }
 
 async fn create_comment(
@@ -314,10 +363,16 @@ async fn create_comment(
         post_id,
         author_id: body.author_id,
     };
+    let parent_id = body.parent_id;
     Ok(created(
         retried(&state, move |tx: AsyncTransaction| {
             let comment = comment.clone();
-            async move { tx.comments().create(&comment).await }
+            async move {
+                match parent_id {
+                    Some(parent_id) => tx.comments().reply(parent_id, &comment).await,
+                    None => tx.comments().create(&comment).await,
+                }
+            }
         })
         .await?,
     ))
@@ -341,4 +396,90 @@ async fn list_comments(
         state.db.posts().get_by_id(post_id).await?;
     }
     Ok(Json(comments).into_response())
+}
+
+/// A tag as a client sends it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagBody {
+    name: String,
+}
+
+async fn create_tag(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<TagBody>,
+) -> Result<Response, ApiError> {
+    let name = body.name;
+    Ok(created(
+        retried(&state, move |tx: AsyncTransaction| {
+            let name = name.clone();
+            async move { tx.tags().create(&name).await }
+        })
+        .await?,
+    ))
+}
+
+/// A missing post in a tag link is the path's post: a 404, as for
+/// `GET /posts/{id}`, not a 422 about a field the client never sent.
+fn post_in_path(error: RepoError, post_id: i32) -> RepoError {
+    match error {
+        RepoError::RelatedMissing { .. } => RepoError::NotFound {
+            entity: "post",
+            key: format!("id {post_id}"),
+        },
+        other => other,
+    }
+}
+
+/// Tags a post: 201 when the link is new, 200 when it was there already
+/// (PUT is idempotent). The tag must exist (`POST /tags`).
+async fn tag_post(
+    State(state): State<AppState>,
+    PathParam((post_id, name)): PathParam<(i32, String)>,
+) -> Result<Response, ApiError> {
+    let (tag, added) = retried(&state, move |tx: AsyncTransaction| {
+        let name = name.clone();
+        async move {
+            tx.tags()
+                .tag_post(post_id, &name)
+                .await
+                .map_err(|e| post_in_path(e, post_id))
+        }
+    })
+    .await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(tag)).into_response())
+}
+
+/// Removes a tag from a post: 204 whether or not the post carried it.
+async fn untag_post(
+    State(state): State<AppState>,
+    PathParam((post_id, name)): PathParam<(i32, String)>,
+) -> Result<StatusCode, ApiError> {
+    retried(&state, move |tx: AsyncTransaction| {
+        let name = name.clone();
+        async move { tx.tags().untag_post(post_id, &name).await }
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn posts_with_tag(
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+    QueryParams(page): QueryParams<PageParams>,
+) -> Result<Response, ApiError> {
+    let limit = page.limit()?;
+    Ok(Json(
+        state
+            .db
+            .tags()
+            .posts_with_tag(&name, page.after, limit)
+            .await?,
+    )
+    .into_response())
 }
