@@ -260,6 +260,43 @@ repo_tests! {
         assert_eq!((with_posts[0].comment.id, with_posts[0].post.id), (reply.id, 1));
     }
 
+    fn many_to_one_relations_load_joined_and_select_in(db, fixture) {
+        seed(&fixture, &users_sql(3));
+        seed(&fixture, &posts_sql(2, 999, "p"));
+        seed(&fixture, &posts_sql(3, 1, "q"));
+        // post → author, select-in: 2 statements for a page of 1 and of 1,000.
+        for limit in [1_i64, 1000] {
+            let before = db.statements().count();
+            let page = run!(db.posts().page_with_authors(None, limit)).expect("posts with authors");
+            assert_eq!(db.statements().count() - before, 2, "limit {limit}");
+            assert_eq!(page.items.len() as i64, limit);
+            assert!(page.items.iter().all(|p| p.author.id == p.post.author_id));
+        }
+
+        // reply → parent: joined (1 statement) and select-in (2 for a post's comments).
+        seed(
+            &fixture,
+            "INSERT INTO comments (body, post_id, author_id) VALUES ('root', 1, 1), ('reply', 1, 2), ('deeper', 1, 3);
+             UPDATE comments SET parent_id = id - 1 WHERE id IN (2, 3);",
+        );
+        let before = db.statements().count();
+        let parent = run!(db.comments().parent_of(3)).expect("parent of a reply");
+        assert_eq!(db.statements().count() - before, 1, "one statement, a self-join");
+        assert_eq!(parent.map(|p| p.body), Some("reply".to_owned()));
+        assert_eq!(run!(db.comments().parent_of(1)).expect("top level"), None);
+        assert!(matches!(
+            run!(db.comments().parent_of(9999)),
+            Err(RepoError::NotFound { entity: "comment", .. })
+        ));
+
+        let before = db.statements().count();
+        let with_parents = run!(db.comments().for_post_with_parents(1)).expect("select-in");
+        assert_eq!(db.statements().count() - before, 2);
+        let pairs: Vec<(i32, Option<i32>)> =
+            with_parents.iter().map(|c| (c.comment.id, c.parent.as_ref().map(|p| p.id))).collect();
+        assert_eq!(pairs, [(1, None), (2, Some(1)), (3, Some(2))]);
+    }
+
     fn deleting_a_comment_deletes_its_replies_to_any_depth(db, fixture) {
         seed(&fixture, &users_sql(1));
         seed(&fixture, &posts_sql(1, 1, "p"));

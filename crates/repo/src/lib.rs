@@ -124,10 +124,12 @@ pub use retry::{RetryPolicy, RetryableError};
 pub use scope::{QueryScope, RepeatedStatement};
 pub use tables::TableSizes;
 pub use tables::comments::{
-    CommentRepository, CommentThread, CommentWithPost, CommentsExt, CommentsQuery,
+    CommentRepository, CommentThread, CommentWithParent, CommentWithPost, CommentsExt,
+    CommentsQuery,
 };
 pub use tables::posts::{
-    PostRepository, PostWithAuthorAndComments, PostWithComments, PostWithCommentsAndTags, PostsExt,
+    PostRepository, PostWithAuthor, PostWithAuthorAndComments, PostWithComments,
+    PostWithCommentsAndTags, PostsExt,
 };
 pub use tables::tags::{PostWithTags, TagRepository, TagWithPosts, TagsExt};
 pub use tables::users::{

@@ -6,7 +6,10 @@ use diesel::dsl::{self, AsSelect};
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{HasSqlType, Integer};
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::{
+    ExpressionMethods, JoinOnDsl, NullableExpressionMethods, OptionalExtension, QueryDsl,
+    SelectableHelper,
+};
 use keel_models::{Comment, NewComment, Post};
 use keel_schema::{comments, posts};
 use serde::Serialize;
@@ -270,6 +273,67 @@ async fn delete_comment(conn: &mut Conn<'_>, id: i32) -> diesel::QueryResult<usi
         .await
 }
 
+// The comments table once more, as the parents of replies (a self-join).
+diesel::alias!(comments as parent_comments: ParentComments);
+
+/// A reply's parent: one statement, comments joined to themselves
+/// (many-to-one, joined form). `None` for a top-level or missing comment.
+async fn parent_joined(
+    conn: &mut Conn<'_>,
+    comment_id: i32,
+) -> diesel::QueryResult<Option<Comment>> {
+    run!(
+        conn,
+        get_result(
+            comments::table
+                .inner_join(
+                    parent_comments.on(parent_comments
+                        .field(comments::id)
+                        .nullable()
+                        .eq(comments::parent_id)),
+                )
+                .filter(comments::id.eq(comment_id))
+                // `Comment`'s columns, in its field order, from the parent's side.
+                .select(parent_comments.fields((
+                    comments::id,
+                    comments::body,
+                    comments::post_id,
+                    comments::author_id,
+                    comments::created_at,
+                    comments::parent_id,
+                )))
+        )
+    )
+    .optional()
+}
+
+/// Each comment with the comment it replies to: 1 statement for all the
+/// parents (many-to-one, select-in form).
+async fn comments_with_parents(
+    conn: &mut Conn<'_>,
+    comments: Vec<Comment>,
+) -> diesel::QueryResult<Vec<CommentWithParent>> {
+    let mut parent_ids: Vec<i32> = comments.iter().filter_map(|c| c.parent_id).collect();
+    parent_ids.sort_unstable();
+    parent_ids.dedup();
+    let parents: Vec<Comment> = if parent_ids.is_empty() {
+        Vec::new()
+    } else {
+        run!(conn, load(comments_by_ids(&parent_ids)))?
+    };
+    let parents: std::collections::HashMap<i32, Comment> = parents
+        .into_iter()
+        .map(|parent| (parent.id, parent))
+        .collect();
+    Ok(comments
+        .into_iter()
+        .map(|comment| {
+            let parent = comment.parent_id.and_then(|id| parents.get(&id).cloned());
+            CommentWithParent { comment, parent }
+        })
+        .collect())
+}
+
 /// What [`insert_reply`] found.
 enum Replied {
     /// The reply, stored.
@@ -442,6 +506,15 @@ impl CommentThread {
     }
 }
 
+/// A comment with the comment it replies to, loaded (`None`: top level).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommentWithParent {
+    /// The comment.
+    pub comment: Comment,
+    /// What it replies to.
+    pub parent: Option<Comment>,
+}
+
 /// A comment with the post it is on, loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommentWithPost {
@@ -547,6 +620,41 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         db.output(async move {
             validate::id("comment_id", comment_id)?;
             call(db, async |conn| run!(conn, load(replies_to(&[comment_id])))).await
+        })
+    }
+
+    /// The comment this one replies to: 1 statement, a self-join
+    /// (many-to-one, joined form). `None` for a top-level comment; a
+    /// missing comment is `NotFound`.
+    pub fn parent_of(&self, comment_id: i32) -> Out<'a, E, Option<Comment>> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("comment_id", comment_id)?;
+            let found_parent = call(db, async |conn| {
+                match parent_joined(conn, comment_id).await? {
+                    Some(parent) => Ok(Some(Some(parent))),
+                    // No parent: a top-level comment, or no comment at all.
+                    None => run!(conn, get_result(comment_by_id(comment_id)))
+                        .optional()
+                        .map(|comment| comment.map(|_| None)),
+                }
+            })
+            .await?;
+            found(found_parent, "comment", || format!("id {comment_id}"))
+        })
+    }
+
+    /// A post's comments, oldest first, each with the comment it replies to
+    /// (many-to-one, select-in form): 2 statements, whatever the number.
+    pub fn for_post_with_parents(&self, post_id: i32) -> Out<'a, E, Vec<CommentWithParent>> {
+        let db = self.db;
+        db.output(async move {
+            validate::id("post_id", post_id)?;
+            call(db, async |conn| {
+                let comments = run!(conn, load(comments_of_posts(&[post_id])))?;
+                comments_with_parents(conn, comments).await
+            })
+            .await
         })
     }
 

@@ -10,10 +10,11 @@ use serde::Serialize;
 
 use super::comments::{CommentsQuery, comments_matching, comments_of_posts};
 use super::tags::{PostWithTags, load_tags_of_posts, posts_with_tags};
+use super::users::users_by_ids;
 use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{InIdList, group_by_key, ids};
-use crate::page::{MAX_PAGE_SIZE, deleted, found};
+use crate::page::{MAX_PAGE_SIZE, Page, deleted, found};
 use crate::{Conn, Executor, Out, RepoError, TableSize, bulk, run, validate};
 
 // ---- queries ----------------------------------------------------------------
@@ -66,6 +67,17 @@ pub fn posts_of_authors<'a, DB: Backend>(author_ids: &'a [i32]) -> _ {
     posts::table
         .filter(authors)
         .order(posts::id.asc())
+        .select(select)
+}
+
+/// A keyset page of posts: ids above `after`, ascending.
+#[dsl::auto_type]
+pub fn posts_after<DB: Backend>(after: i32, limit: i64) -> _ {
+    let select: AsSelect<Post, DB> = Post::as_select();
+    posts::table
+        .filter(posts::id.gt(after))
+        .order(posts::id.asc())
+        .limit(limit)
         .select(select)
 }
 
@@ -164,6 +176,42 @@ pub struct PostWithComments {
     pub post: Post,
     /// Its comments, oldest first.
     pub comments: Vec<Comment>,
+}
+
+/// A post with its author, loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostWithAuthor {
+    /// The post.
+    pub post: Post,
+    /// Who wrote it.
+    pub author: User,
+}
+
+/// Each post with its author: 1 statement for all the authors (many-to-one,
+/// select-in form).
+async fn posts_with_authors(
+    conn: &mut Conn<'_>,
+    posts: Vec<Post>,
+) -> diesel::QueryResult<Vec<PostWithAuthor>> {
+    let mut author_ids = ids(&posts, |p| p.author_id).unwrap_or_default();
+    author_ids.sort_unstable();
+    author_ids.dedup();
+    let authors: Vec<User> = if author_ids.is_empty() {
+        Vec::new()
+    } else {
+        run!(conn, load(users_by_ids(&author_ids)))?
+    };
+    let authors: std::collections::HashMap<i32, User> =
+        authors.into_iter().map(|user| (user.id, user)).collect();
+    Ok(posts
+        .into_iter()
+        .filter_map(|post| {
+            // An author deleted between the two statements took the post
+            // with it (the cascade): it is gone, not orphaned.
+            let author = authors.get(&post.author_id)?.clone();
+            Some(PostWithAuthor { post, author })
+        })
+        .collect())
 }
 
 /// A post with its author and its comments, loaded.
@@ -352,6 +400,27 @@ impl<'a, E: Executor> PostRepository<'a, E> {
             .await?;
             found(post, "post", || format!("id {id}"))
         })
+    }
+
+    /// A keyset page of posts, each with its author (many-to-one, select-in
+    /// form): 2 statements, whatever the page size. `next` follows the
+    /// posts' ids.
+    pub fn page_with_authors(
+        &self,
+        after: Option<i32>,
+        limit: i64,
+    ) -> Out<'a, E, Page<PostWithAuthor>> {
+        let db = self.db;
+        db.output(crate::QueryScope::repeats_intended_in(async move {
+            validate::limit(limit, MAX_PAGE_SIZE)?;
+            let after = after.unwrap_or(0);
+            let posts = call(db, async |conn| {
+                let posts = run!(conn, load(posts_after(after, limit)))?;
+                posts_with_authors(conn, posts).await
+            })
+            .await?;
+            Ok(Page::new(posts, limit, |p| p.post.id))
+        }))
     }
 
     /// A post with its tags: 2 statements.

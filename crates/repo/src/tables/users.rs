@@ -20,7 +20,7 @@ use super::posts::{
 use super::tags::{PostWithTags, posts_with_tags};
 use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
-use crate::loading::{group_by_key, ids};
+use crate::loading::{InIdList, group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found, prefix_pattern};
 use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, validate};
 
@@ -75,6 +75,17 @@ pub fn users_by_name<'a, DB: Backend>(last_name: &'a str, first_name_pattern: &'
         .filter(users::last_name.eq(last_name))
         .filter(first_name_matches)
         .order((users::first_name.asc(), users::id.asc()))
+        .select(select)
+}
+
+/// Users by id, many at once: the select-in form of post → author.
+#[dsl::auto_type]
+pub fn users_by_ids<'a, DB: Backend>(ids: &'a [i32]) -> _ {
+    let select: AsSelect<User, DB> = User::as_select();
+    let wanted: InIdList<users::id> = InIdList::new(users::id, ids);
+    users::table
+        .filter(wanted)
+        .order(users::id.asc())
         .select(select)
 }
 
