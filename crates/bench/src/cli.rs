@@ -68,6 +68,14 @@ pub struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432"
     )]
     pub pg_url: String,
+    /// Timed requests per side of each HTTP step (H1, H2: keel serve's
+    /// router beside a hand-written axum router, on each backend after its
+    /// B steps); 0 skips them.
+    #[arg(long, default_value_t = 20_000)]
+    pub http_requests: usize,
+    /// Concurrent keep-alive connections of the HTTP load.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_connections: u16,
     /// Where the JSON, Markdown and SVG reports are written.
     #[arg(long, default_value = "target/bench")]
     pub out_dir: PathBuf,

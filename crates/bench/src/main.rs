@@ -12,6 +12,7 @@ mod chart;
 mod cli;
 mod database;
 mod guard;
+mod http;
 mod keel_async;
 mod keel_sync;
 mod report;
@@ -76,6 +77,7 @@ struct Bench<'a> {
     inputs: Inputs,
     runtime: Handle,
     results: Vec<StepResult>,
+    http: Vec<http::HttpResult>,
     failures: Vec<String>,
     postgres_version: Option<String>,
 }
@@ -104,15 +106,18 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         inputs,
         runtime: runtime.handle().clone(),
         results: Vec::new(),
+        http: Vec::new(),
         failures: Vec::new(),
         postgres_version: None,
     };
+    http::install_log_sink();
     for backend in args.backends() {
         bench.run_backend(backend)?;
     }
     let report = bench.report();
     print!("{}", report::text_table(&report.results));
     print!("{}", report::guard_text(&report.results));
+    print!("{}", report::http_text(&report.http));
     write_outputs(args, &report)?;
     Ok(report)
 }
@@ -188,6 +193,21 @@ impl Bench<'_> {
             };
             mode_run.run(&steps)?;
         }
+        if self.args.http_requests > 0 {
+            let load = http::HttpLoad {
+                requests: self.args.http_requests,
+                connections: usize::from(self.args.http_connections),
+            };
+            eprintln!(
+                "keel-bench: {} H1, H2 (HTTP, {} connections)",
+                backend.name(),
+                load.connections
+            );
+            let results =
+                self.runtime
+                    .block_on(http::run(&database.url(), &self.inputs.lookup_ids, load))?;
+            self.http.extend(results);
+        }
         drop(admin);
         drop(database);
         // The SQLite files' parent, once empty, goes too.
@@ -215,6 +235,7 @@ impl Bench<'_> {
             guard_rounds: self.args.guard.then(|| self.args.guard_rounds()),
             targets: report::check_targets(&self.results),
             results: self.results,
+            http: self.http,
             checksum_failures: self.failures,
             notes: report::method_notes(),
         }
@@ -620,6 +641,10 @@ mod tests {
             "1",
             "--guard-repeat",
             "1",
+            "--http-requests",
+            "300",
+            "--http-connections",
+            "8",
             "--out-dir",
         ];
         argv.push(&out_dir);
@@ -648,6 +673,7 @@ mod tests {
             .map(|r| r.step)
             .collect();
         assert_eq!(guarded, [Step::B2, Step::B4, Step::B2, Step::B4]);
+        check_http(&report, "sqlite");
         for file in ["results.json", "summary.md", "ratios.svg"] {
             assert!(dir.path().join(file).is_file(), "{file} written");
         }
@@ -655,6 +681,19 @@ mod tests {
             !dir.path().join("work").exists(),
             "the SQLite work files are removed"
         );
+    }
+
+    /// H1 and H2 ran on `backend`, every request answered on both sides,
+    /// and a sample of bodies compared equal before timing.
+    fn check_http(report: &Report, backend: &str) {
+        let steps: Vec<http::HttpStep> = report.http.iter().map(|r| r.step).collect();
+        assert_eq!(steps, [http::HttpStep::H1, http::HttpStep::H2]);
+        for r in &report.http {
+            assert_eq!(r.backend, backend);
+            assert_eq!((r.keel.requests, r.baseline.requests), (300, 300));
+            assert!(r.bodies_compared > 0 && r.ratio > 0.0, "{r:?}");
+            assert!(r.keel.p50_ms <= r.keel.p99_ms && r.baseline.p50_ms <= r.baseline.p99_ms);
+        }
     }
 
     #[test]
@@ -688,5 +727,6 @@ mod tests {
             .expect("B6 ran");
         assert_eq!(b6.keel.as_ref().map(|k| k.statements), Some(10_000));
         assert!(report.machine.postgres.is_some());
+        check_http(&report, "postgres");
     }
 }

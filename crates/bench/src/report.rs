@@ -400,6 +400,8 @@ pub struct Report {
     pub guard_rounds: Option<u32>,
     /// One entry per step, backend and mode.
     pub results: Vec<StepResult>,
+    /// H1 and H2 per backend: keel serve's router beside a hand-written one.
+    pub http: Vec<crate::http::HttpResult>,
     /// Issue 6's targets, checked.
     pub targets: Vec<TargetCheck>,
     /// Every checksum that did not match; empty on success.
@@ -611,6 +613,8 @@ pub fn markdown(report: &Report, chart_file: &str) -> String {
         out,
         "\n![keel / hand-written time ratio per step]({chart_file})\n"
     );
+    out.push_str(&http_markdown(&report.http));
+    out.push('\n');
     if report.checksum_failures.is_empty() {
         out.push_str("Every checksum matched the workload's formulas (docs/workload.md).\n\n");
     } else {
@@ -806,6 +810,82 @@ fn guard_miss_reason(step: Step, guard: &GuardResult) -> String {
               binds for the shape and keep bind values out of the log, or cap their length."
             .into(),
     }
+}
+
+/// H1 and H2 side by side: requests per second, p50 and p99, and keel's
+/// requests per second over the hand-written router's.
+pub fn http_text(results: &[crate::http::HttpResult]) -> String {
+    use std::fmt::Write as _;
+    if results.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nHTTP (keel serve's router vs a hand-written axum router; ratio = keel req/s / hand-written req/s, higher is better)\n",
+    );
+    let _ = writeln!(
+        out,
+        "{:<9} {:<44} {:>5} {:>11} {:>9} {:>9} {:>11} {:>9} {:>9} {:>6}",
+        "backend",
+        "step",
+        "conns",
+        "keel req/s",
+        "keel p50",
+        "keel p99",
+        "hand req/s",
+        "hand p50",
+        "hand p99",
+        "ratio"
+    );
+    for r in results {
+        let _ = writeln!(
+            out,
+            "{:<9} {:<44} {:>5} {:>11.0} {:>7.2}ms {:>7.2}ms {:>11.0} {:>7.2}ms {:>7.2}ms {:>6.2}",
+            r.backend,
+            r.step.label(),
+            r.connections,
+            r.keel.requests_per_second,
+            r.keel.p50_ms,
+            r.keel.p99_ms,
+            r.baseline.requests_per_second,
+            r.baseline.p50_ms,
+            r.baseline.p99_ms,
+            r.ratio
+        );
+    }
+    out
+}
+
+/// [`http_text`] as a Markdown table.
+pub fn http_markdown(results: &[crate::http::HttpResult]) -> String {
+    use std::fmt::Write as _;
+    if results.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n## HTTP: keel serve's router vs a hand-written axum router\n\n\
+         ratio = keel requests/s ÷ hand-written requests/s (higher is better). \
+         Both over loopback TCP, the same keep-alive connections, the same ids, \
+         the same response bytes (checked on a sample before timing).\n\n\
+         | backend | step | connections | keel req/s | keel p50 | keel p99 | hand-written req/s | hand-written p50 | hand-written p99 | ratio |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in results {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms | {:.2} ms | {:.2} |",
+            r.backend,
+            r.step.label(),
+            r.connections,
+            r.keel.requests_per_second,
+            r.keel.p50_ms,
+            r.keel.p99_ms,
+            r.baseline.requests_per_second,
+            r.baseline.p50_ms,
+            r.baseline.p99_ms,
+            r.ratio
+        );
+    }
+    out
 }
 
 #[cfg(test)]

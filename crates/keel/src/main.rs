@@ -13,8 +13,8 @@ mod doctor;
 mod explain;
 mod migrate;
 mod new_migration;
-mod seed;
-mod serve;
+
+use keel::{seed, serve};
 
 use std::process::ExitCode;
 

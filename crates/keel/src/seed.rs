@@ -22,7 +22,7 @@ const ROWS_PER_CHUNK: usize = 10_000;
 
 /// Options of `keel seed`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct SeedArgs {
+pub struct SeedArgs {
     /// Users to create.
     #[arg(long, default_value_t = 10_000)]
     users: i64,
@@ -36,7 +36,7 @@ pub(crate) struct SeedArgs {
 
 /// Why a load cannot continue.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SeedError {
+pub enum SeedError {
     #[error(transparent)]
     Workload(#[from] keel_workload::WorkloadError),
     #[error(transparent)]
@@ -52,10 +52,7 @@ pub(crate) enum SeedError {
 }
 
 /// `keel seed`: its own runtime, the async repo, and the load.
-pub(crate) fn run(
-    config: DatabaseConfig,
-    args: &SeedArgs,
-) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(config: DatabaseConfig, args: &SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
     let workload = Workload::new(args.users, args.posts_per_user, args.comments_per_post)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,7 +67,7 @@ pub(crate) fn run(
 
 /// Loads `workload` into `db`, continuing after whatever whole chunks an
 /// earlier run committed.
-pub(crate) async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), SeedError> {
+pub async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), SeedError> {
     // First, before counting: on PostgreSQL this locks the tables, so it
     // waits for any transaction still writing them. A run killed just after
     // sending COMMIT leaves the server committing its last chunk. Counting

@@ -25,7 +25,7 @@ const COMMENT_COLUMNS: &str = "id, body, post_id, author_id, created_at, parent_
 const ACTIVE_USERS: &str = "SELECT id, email, full_name, first_name, last_name, is_active, created_at \
      FROM users WHERE is_active = $1 ORDER BY id LIMIT $2";
 /// B3: one user's posts.
-const POSTS_BY_AUTHOR: &str =
+pub(crate) const POSTS_BY_AUTHOR: &str =
     "SELECT id, title, content, author_id, created_at FROM posts WHERE author_id = $1 ORDER BY id";
 /// B3: one post's comments.
 const COMMENTS_BY_POST: &str = "SELECT id, body, post_id, author_id, created_at, parent_id FROM comments WHERE post_id = $1 ORDER BY id";
@@ -33,7 +33,7 @@ const COMMENTS_BY_POST: &str = "SELECT id, body, post_id, author_id, created_at,
 const USER_BY_EMAIL: &str = "SELECT id, email, full_name, first_name, last_name, is_active, created_at \
      FROM users WHERE email = $1";
 /// B6: a user by id.
-const USER_BY_ID: &str = "SELECT id, email, full_name, first_name, last_name, is_active, created_at \
+pub(crate) const USER_BY_ID: &str = "SELECT id, email, full_name, first_name, last_name, is_active, created_at \
      FROM users WHERE id = $1";
 /// B5: an author's posts, by the author's email.
 const POSTS_BY_AUTHOR_EMAIL: &str = "SELECT posts.id, posts.title, posts.content, posts.author_id, posts.created_at \

@@ -44,7 +44,7 @@ pub fn open(path: &str) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn read_user(row: &Row<'_>) -> rusqlite::Result<User> {
+pub(crate) fn read_user(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         email: row.get(1)?,
@@ -56,7 +56,7 @@ fn read_user(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-fn read_post(row: &Row<'_>) -> rusqlite::Result<Post> {
+pub(crate) fn read_post(row: &Row<'_>) -> rusqlite::Result<Post> {
     Ok(Post {
         id: row.get(0)?,
         title: row.get(1)?,
@@ -66,7 +66,7 @@ fn read_post(row: &Row<'_>) -> rusqlite::Result<Post> {
     })
 }
 
-fn read_comment(row: &Row<'_>) -> rusqlite::Result<Comment> {
+pub(crate) fn read_comment(row: &Row<'_>) -> rusqlite::Result<Comment> {
     Ok(Comment {
         id: row.get(0)?,
         body: row.get(1)?,

@@ -45,7 +45,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Options of `keel serve`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {
+pub struct ServeArgs {
     /// Address to listen on; loopback unless told otherwise.
     #[arg(long, env = "KEEL_BIND", default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
@@ -92,10 +92,7 @@ fn seconds(text: &str) -> Result<Duration, String> {
 
 /// Runs the service until Ctrl-C or SIGTERM; in-flight requests finish,
 /// then the pool closes.
-pub(crate) fn run(
-    config: DatabaseConfig,
-    args: &ServeArgs,
-) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -122,31 +119,95 @@ async fn serve(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn s
             other => other?,
         }
     }
-    let state = AppState {
-        db: Arc::new(db),
-        metrics: Arc::new(Metrics::new()?),
-        statement_budget: args.statement_budget,
-        strict: args.strict,
-        request_timeout: args.request_timeout,
-    };
+    let db = Arc::new(db);
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     let address = listener.local_addr()?;
     tracing::info!(database = %config.url, "listening on http://{address}");
-    let limits = ConnectionLimits {
-        header_read_timeout: args.header_read_timeout,
-        max_connections: args.max_connections as usize,
-        grace_period: args.grace_period,
-    };
-    let router = app(state.clone(), args.body_read_timeout);
-    connections::serve_connections(listener, router, limits, shutdown_signal()).await;
+    let router = api(db.clone(), &args.api_options())?;
+    connections::serve_connections(listener, router, args.limits(), shutdown_signal()).await;
     tracing::info!("stopped accepting requests; closing the database pool");
-    drop(state);
+    drop(db);
     Ok(())
+}
+
+impl ServeArgs {
+    fn api_options(&self) -> ApiOptions {
+        ApiOptions {
+            statement_budget: self.statement_budget,
+            strict: self.strict,
+            request_timeout: self.request_timeout,
+            body_read_timeout: self.body_read_timeout,
+        }
+    }
+
+    fn limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections as usize,
+            grace_period: self.grace_period,
+        }
+    }
+}
+
+/// What the API's router does per request: `keel serve`'s flags of the
+/// same names; [`Default`] is their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiOptions {
+    /// Statements a request may run before its log line is a warning.
+    pub statement_budget: u64,
+    /// Fail a request that repeats a query shape (a likely N+1) with a 500.
+    pub strict: bool,
+    /// A request still running after this is answered 503 `timeout`.
+    pub request_timeout: Duration,
+    /// A body that stalls this long between two pieces is answered 408.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            statement_budget: 20,
+            strict: false,
+            request_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The router `keel serve` runs, on `db`, with every middleware: per-request
+/// statement scope and `X-Query-Count`, metrics, logs, body limit and read
+/// timeout, request timeout, panic guard. Fails only if the metrics cannot
+/// be registered.
+pub fn api(db: Arc<AsyncDatabase>, options: &ApiOptions) -> Result<Router, prometheus::Error> {
+    let state = AppState {
+        db,
+        metrics: Arc::new(Metrics::new()?),
+        statement_budget: options.statement_budget,
+        strict: options.strict,
+        request_timeout: options.request_timeout,
+    };
+    Ok(app(state, options.body_read_timeout))
+}
+
+/// Serves `router` on `listener` as `keel serve` does, with its default
+/// connection limits, until `shutdown` resolves; then stops as `keel serve`
+/// stops on SIGTERM.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(5),
+        max_connections: 1024,
+        grace_period: Duration::from_secs(10),
+    };
+    connections::serve_connections(listener, router, limits, shutdown).await;
 }
 
 /// The router with its middleware: body limit and read timeout, panic
 /// guard, per-request scope.
-pub(crate) fn app(state: AppState, body_read_timeout: Duration) -> Router {
+fn app(state: AppState, body_read_timeout: Duration) -> Router {
     with_middleware(routes::router(state.clone()), state, body_read_timeout)
 }
 
@@ -387,6 +448,27 @@ mod tests {
         assert!(cli.serve.bind.ip().is_loopback(), "{}", cli.serve.bind);
         let cli = Cli::try_parse_from(["keel", "--bind", "0.0.0.0:9000"]).expect("explicit bind");
         assert!(!cli.serve.bind.ip().is_loopback());
+    }
+
+    #[test]
+    fn the_library_defaults_are_the_command_line_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from(["keel"]).expect("defaults parse");
+        assert_eq!(cli.serve.api_options(), ApiOptions::default());
+        let limits = cli.serve.limits();
+        assert_eq!(
+            (
+                limits.header_read_timeout,
+                limits.max_connections,
+                limits.grace_period
+            ),
+            (Duration::from_secs(5), 1024, Duration::from_secs(10))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
