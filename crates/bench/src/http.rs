@@ -118,14 +118,16 @@ static LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 pub fn install_log_sink() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::filter::{FilterExt as _, LevelFilter, filter_fn};
+    // The level filter also tells `log` (tokio-postgres logs through it) to
+    // drop debug and trace records at the call site, as keel serve's own
+    // `info` filter does.
+    let only_during_http = filter_fn(|_| LOGGING.load(std::sync::atomic::Ordering::Relaxed));
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::sink)
         .with_ansi(false)
         .with_target(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            LOGGING.load(std::sync::atomic::Ordering::Relaxed)
-                && tracing_subscriber::filter::LevelFilter::INFO >= *meta.level()
-        }));
+        .with_filter(LevelFilter::INFO.and(only_during_http));
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 

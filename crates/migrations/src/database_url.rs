@@ -649,16 +649,6 @@ impl FromStr for PostgresUrl {
     }
 }
 
-/// So that a driver's `establish(&str)` takes a `&PostgresUrl`. What it
-/// derefs to holds any password: never print it.
-impl std::ops::Deref for PostgresUrl {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.text
-    }
-}
-
 impl fmt::Display for PostgresUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut from = 0;

@@ -159,7 +159,7 @@ impl Migrator {
         };
         let connection = match url {
             DatabaseUrl::Postgres(raw) => {
-                BackendConnection::Postgres(PgConnection::establish(raw).map_err(connect_error)?)
+                BackendConnection::Postgres(PgConnection::establish(raw.as_connection_str()).map_err(connect_error)?)
             }
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path).map_err(connect_error)?;
