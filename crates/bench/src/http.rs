@@ -116,18 +116,21 @@ static LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// Installs the process's log subscriber: info and above, formatted as
 /// `keel serve` formats them, written nowhere, while [`LOGGING`] is on.
 pub fn install_log_sink() {
+    use tracing_subscriber::filter::{LevelFilter, filter_fn};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::filter::{FilterExt as _, LevelFilter, filter_fn};
-    // The level filter also tells `log` (tokio-postgres logs through it) to
+    // The level hint also tells `log` (tokio-postgres logs through it) to
     // drop debug and trace records at the call site, as keel serve's own
     // `info` filter does.
-    let only_during_http = filter_fn(|_| LOGGING.load(std::sync::atomic::Ordering::Relaxed));
+    let filter = filter_fn(|meta| {
+        LOGGING.load(std::sync::atomic::Ordering::Relaxed) && LevelFilter::INFO >= *meta.level()
+    })
+    .with_max_level_hint(LevelFilter::INFO);
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::sink)
         .with_ansi(false)
         .with_target(false)
-        .with_filter(LevelFilter::INFO.and(only_during_http));
+        .with_filter(filter);
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
@@ -460,11 +463,12 @@ async fn postgres_router(url: &str, pool_size: usize) -> anyhow::Result<Router> 
 const COMMENTS_OF_POSTS_SQLITE: &str = "SELECT id, body, post_id, author_id, created_at, parent_id \
      FROM comments WHERE post_id IN (SELECT value FROM json_each($1)) ORDER BY id";
 
-/// rusqlite connections, each used by one blocking call at a time.
+/// rusqlite connections, each used by one blocking call at a time, at most
+/// as many at once as keel's pool has.
 #[derive(Clone)]
 struct SqlitePool {
     idle: Arc<Mutex<Vec<rusqlite::Connection>>>,
-    path: Arc<str>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl SqlitePool {
@@ -475,16 +479,15 @@ impl SqlitePool {
         work: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let pool = self.clone();
+        let slot = self.slots.clone().acquire_owned().await?;
         tokio::task::spawn_blocking(move || {
-            let idle = pool
+            let _slot = slot;
+            let conn = pool
                 .idle
                 .lock()
                 .map_err(|_| anyhow::anyhow!("pool poisoned"))?
-                .pop();
-            let conn = match idle {
-                Some(conn) => conn,
-                None => crate::baseline::sqlite::open(&pool.path)?,
-            };
+                .pop()
+                .ok_or_else(|| anyhow::anyhow!("a slot without an idle connection"))?;
             let result = work(&conn);
             pool.idle
                 .lock()
@@ -503,7 +506,7 @@ fn sqlite_router(path: &str, pool_size: usize) -> anyhow::Result<Router> {
         .collect::<Result<Vec<_>, _>>()?;
     let pool = SqlitePool {
         idle: Arc::new(Mutex::new(idle)),
-        path: path.into(),
+        slots: Arc::new(tokio::sync::Semaphore::new(pool_size)),
     };
     async fn user(
         State(pool): State<SqlitePool>,

@@ -4,6 +4,8 @@
 //! `down.sql`. Writing the two by hand is how the names drift apart.
 
 use std::fmt;
+
+use chrono::Timelike as _;
 use std::path::{Path, PathBuf};
 
 /// The backends' folders under the migrations directory, in the order the
@@ -177,6 +179,9 @@ pub(crate) fn create(
             }
         }
     }
+    // Versions have whole seconds: compare in whole seconds, or a second
+    // migration made within the same second would get the same version.
+    let now = now.with_nanosecond(0).unwrap_or(now);
     let time = match newest {
         Some(newest) if newest >= now => newest + chrono::TimeDelta::seconds(1),
         _ => now,
@@ -286,6 +291,17 @@ mod tests {
         .expect("future-dated folder");
         let made = create(dir.path(), "create_tags", at("2026-12-01 10:20:30")).expect("created");
         assert_eq!(made.folder, "2030-01-01-000001-0000_create_tags");
+    }
+
+    #[test]
+    fn two_made_within_one_second_get_two_versions() {
+        let dir = workspace();
+        let at_fraction =
+            |millis| at("2026-12-01 10:20:30") + chrono::TimeDelta::milliseconds(millis);
+        let first = create(dir.path(), "create_tags", at_fraction(100)).expect("first");
+        let second = create(dir.path(), "create_labels", at_fraction(400)).expect("second");
+        assert_eq!(first.folder, "2026-12-01-102030-0000_create_tags");
+        assert_eq!(second.folder, "2026-12-01-102031-0000_create_labels");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! killed leaves whole chunks only, and the next run continues after the
 //! last id of each table, or says why it cannot.
 
-use keel_repo::prelude::{CommentsExt as _, PostsExt as _, UsersExt as _};
+use keel_repo::prelude::{CommentsExt as _, PostsExt as _, TagsExt as _, UsersExt as _};
 use std::io::IsTerminal;
 use std::time::Instant;
 
@@ -68,25 +68,27 @@ pub fn run(config: DatabaseConfig, args: &SeedArgs) -> Result<(), Box<dyn std::e
 /// Loads `workload` into `db`, continuing after whatever whole chunks an
 /// earlier run committed.
 pub async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), SeedError> {
-    // First, before counting: on PostgreSQL this locks the tables, so it
-    // waits for any transaction still writing them. A run killed just after
-    // sending COMMIT leaves the server committing its last chunk. Counting
-    // first would miss that chunk, and this run would load it again. Then the
-    // id sequences follow on from the rows committed (a killed run's
-    // rolled-back chunk consumed sequence values).
-    keel_repo::maintenance::restart_id_sequences(db).await?;
-    let sizes = db.users().table_sizes().await?;
-    let users_done = done("users", sizes.users, workload.user_count())?;
-    let posts_done = done("posts", sizes.posts, workload.post_count())?;
-    let comments_done = done("comments", sizes.comments, workload.comment_count())?;
-    same_rows(db, workload, users_done, posts_done, comments_done).await?;
     let total = workload.row_count();
-    let already = u64::try_from(users_done + posts_done + comments_done).unwrap_or(0);
-    if already == total {
-        link_tags_and_replies(db).await?;
+    // A complete load is left as it is, sequences included: a service may
+    // have written and deleted rows since, and their ids must not come
+    // back. Only its tags and replies are added if it never got them (a run
+    // killed after its last chunk).
+    if rows_of(loaded(db, workload).await?) == total {
+        if db.tags().size().await?.rows == 0 {
+            link_tags_and_replies(db).await?;
+        }
         tracing::info!(rows = total, "already seeded: nothing to do");
         return Ok(());
     }
+    // An incomplete load: first, before counting again, restart the id
+    // sequences. On PostgreSQL this locks the tables, so it waits for any
+    // transaction still writing them: a run killed just after sending COMMIT
+    // leaves the server committing its last chunk, and counting first would
+    // miss that chunk and load it again. Then the sequences follow on from
+    // the rows committed (a killed run's rolled-back chunk consumed values).
+    keel_repo::maintenance::restart_id_sequences(db).await?;
+    let [users_done, posts_done, comments_done] = loaded(db, workload).await?;
+    let already = rows_of([users_done, posts_done, comments_done]);
     let progress = Progress::new(total, already);
     let started = Instant::now();
 
@@ -120,6 +122,22 @@ pub async fn seed(db: &AsyncDatabase, workload: &Workload) -> Result<(), SeedErr
         "seeded"
     );
     Ok(())
+}
+
+/// How far a load got: the last id of each table, checked to be the
+/// workload's first rows.
+async fn loaded(db: &AsyncDatabase, workload: &Workload) -> Result<[i32; 3], SeedError> {
+    let sizes = db.users().table_sizes().await?;
+    let users = done("users", sizes.users, workload.user_count())?;
+    let posts = done("posts", sizes.posts, workload.post_count())?;
+    let comments = done("comments", sizes.comments, workload.comment_count())?;
+    same_rows(db, workload, users, posts, comments).await?;
+    Ok([users, posts, comments])
+}
+
+/// Rows in a load that got this far.
+fn rows_of(loaded: [i32; 3]) -> u64 {
+    loaded.iter().map(|n| u64::try_from(*n).unwrap_or(0)).sum()
 }
 
 /// The workload's 50 tags (`tag0` … `tag49`).

@@ -120,6 +120,21 @@ backend_tests! {
         assert!(again.contains("already seeded"), "{again}");
     }
 
+    fn rerunning_a_complete_load_resets_no_id_and_no_tag(db) {
+        succeeded(seed_command(db, 300).output().expect("run keel seed"));
+        let repo = Database::connect(&DatabaseConfig::new(db.database_url())).expect("pool");
+        // A service writes and deletes a user, and untags a post.
+        let extra = repo.users().create(&keel_models::NewUser::new("extra@example.com", "Extra")).expect("create");
+        repo.users().delete(extra.id).expect("delete");
+        assert!(repo.tags().untag_post(1, &Workload::tag_name(1)).expect("untag"));
+        let again = succeeded(seed_command(db, 300).output().expect("run keel seed"));
+        assert!(again.contains("already seeded"), "{again}");
+        let next = repo.users().create(&keel_models::NewUser::new("next@example.com", "Next")).expect("create");
+        assert!(next.id > extra.id, "the deleted user's id {} came back", extra.id);
+        let tags = repo.tags().tags_of_post(1).expect("tags");
+        assert!(tags.iter().all(|t| t.name != Workload::tag_name(1)), "a removed tag came back: {tags:?}");
+    }
+
     fn a_rerun_completes_an_interrupted_load(db) {
         succeeded(seed_command(db, 300).output().expect("run"));
         // What a kill between chunks leaves: the tail of the load missing.

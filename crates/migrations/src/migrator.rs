@@ -110,9 +110,11 @@ enum BackendConnection {
 /// How an operation locks out other migrators.
 #[derive(Clone, Copy)]
 enum Lock {
-    /// Changes the schema: the PostgreSQL advisory lock, or one SQLite
+    /// Applies what is pending: the PostgreSQL advisory lock, or one SQLite
     /// write transaction around the whole operation.
-    Write,
+    Apply,
+    /// Reverts (and maybe reapplies): locked as [`Lock::Apply`].
+    Revert,
     /// Only reads (though diesel may create its bookkeeping table, which on
     /// PostgreSQL races with another migrator doing the same): the advisory
     /// lock on PostgreSQL, nothing on SQLite.
@@ -133,7 +135,12 @@ macro_rules! per_backend {
             BackendConnection::Sqlite(conn) => {
                 let $source = Embedded(&SQLITE);
                 match $lock {
-                    Lock::Write => in_write_transaction(conn, |$conn| $body),
+                    Lock::Apply => in_write_transaction(
+                        conn,
+                        |conn| MigrationHarness::has_pending_migration(conn, $source),
+                        |$conn| $body,
+                    ),
+                    Lock::Revert => in_write_transaction(conn, |_| Ok(true), |$conn| $body),
                     Lock::Read => {
                         let $conn = conn;
                         $body
@@ -158,9 +165,9 @@ impl Migrator {
             reason: url.redact(source.to_string().trim_end()),
         };
         let connection = match url {
-            DatabaseUrl::Postgres(raw) => {
-                BackendConnection::Postgres(PgConnection::establish(raw.as_connection_str()).map_err(connect_error)?)
-            }
+            DatabaseUrl::Postgres(raw) => BackendConnection::Postgres(
+                PgConnection::establish(raw.as_connection_str()).map_err(connect_error)?,
+            ),
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path).map_err(connect_error)?;
                 conn.batch_execute(&format!(
@@ -184,13 +191,13 @@ impl Migrator {
     /// Applies every pending migration, oldest first; returns their names.
     /// An empty list means the database was already current.
     pub fn run_pending(&mut self) -> Result<Vec<String>, MigrateError> {
-        per_backend!(self, Lock::Write, |conn, source| run_pending(conn, source))
+        per_backend!(self, Lock::Apply, |conn, source| run_pending(conn, source))
     }
 
     /// Reverts up to `steps` migrations, newest first; returns their names.
     /// Stops early, without error, when none are left to revert.
     pub fn revert(&mut self, steps: usize) -> Result<Vec<String>, MigrateError> {
-        per_backend!(self, Lock::Write, |conn, source| revert(
+        per_backend!(self, Lock::Revert, |conn, source| revert(
             conn, source, steps
         ))
     }
@@ -198,7 +205,7 @@ impl Migrator {
     /// Reverts the newest applied migration and applies it again; returns its
     /// name, or `None` when no migration is applied.
     pub fn redo(&mut self) -> Result<Option<String>, MigrateError> {
-        per_backend!(self, Lock::Write, |conn, source| redo(conn, source))
+        per_backend!(self, Lock::Revert, |conn, source| redo(conn, source))
     }
 
     /// Every embedded migration, oldest first, with whether it is applied.
@@ -212,11 +219,15 @@ impl Migrator {
 /// returns their names. This is how an in-memory database gets its schema:
 /// a second connection to `:memory:` would open an empty database of its own.
 pub fn run_pending_on_sqlite(conn: &mut SqliteConnection) -> Result<Vec<String>, MigrateError> {
-    in_write_transaction(conn, |conn| run_pending(conn, Embedded(&SQLITE))).map_err(|source| {
-        MigrateError::Migration {
-            url: "the SQLite connection".to_owned(),
-            source,
-        }
+    let source = Embedded(&SQLITE);
+    in_write_transaction(
+        conn,
+        |conn| MigrationHarness::has_pending_migration(conn, source),
+        |conn| run_pending(conn, source),
+    )
+    .map_err(|source| MigrateError::Migration {
+        url: "the SQLite connection".to_owned(),
+        source,
     })
 }
 
@@ -248,21 +259,29 @@ fn with_advisory_lock<T>(
 /// copy, drop, rename), and with foreign keys on, dropping the old table
 /// would cascade into its children's rows. SQLite ignores the pragma inside
 /// a transaction, so it is set around it, and set back whatever happens.
+///
+/// The check runs only when `will_change` says the run has work, and fails
+/// only on rows the run left dangling: a run with nothing to do scans no
+/// table under the write lock, and a database that already has dangling
+/// rows (written by a tool with foreign keys off) still migrates.
 fn in_write_transaction<T>(
     conn: &mut SqliteConnection,
+    will_change: impl FnOnce(&mut SqliteConnection) -> Result<bool, BoxError>,
     f: impl FnOnce(&mut SqliteConnection) -> Result<T, BoxError>,
 ) -> Result<T, BoxError> {
     conn.batch_execute("PRAGMA foreign_keys = OFF")?;
     let outcome = conn.immediate_transaction::<_, BoxError, _>(|conn| {
+        if !will_change(conn)? {
+            return Ok(f(conn));
+        }
+        let before = dangling_rows(conn)?;
         let outcome = f(conn);
-        let dangling: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
-            "(SELECT count(*) FROM pragma_foreign_key_check)",
-        ))
-        .get_result(conn)?;
-        if dangling > 0 {
+        let after = dangling_rows(conn)?;
+        if after > before {
             return Err(format!(
-                "{dangling} row(s) would point at rows that do not exist \
-                 (PRAGMA foreign_key_check lists them); nothing was changed"
+                "{} row(s) would point at rows that do not exist \
+                 (PRAGMA foreign_key_check lists them); nothing was changed",
+                after - before
             )
             .into());
         }
@@ -272,6 +291,14 @@ fn in_write_transaction<T>(
     let outcome = outcome??;
     restored?;
     Ok(outcome)
+}
+
+/// Rows whose foreign key points at no row, in the whole database.
+fn dangling_rows(conn: &mut SqliteConnection) -> Result<i64, BoxError> {
+    Ok(diesel::select(diesel::dsl::sql::<BigInt>(
+        "(SELECT count(*) FROM pragma_foreign_key_check)",
+    ))
+    .get_result(conn)?)
 }
 
 /// A `Copy` handle on one of the embedded sets: the harness takes its source
@@ -363,4 +390,72 @@ fn status<DB: Backend>(
             },
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-memory database with a parent and a child table, and a dangling
+    /// child row written with foreign keys off.
+    fn with_one_dangling_row() -> SqliteConnection {
+        let mut conn = SqliteConnection::establish(":memory:").expect("open");
+        conn.batch_execute(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parent (id));
+             INSERT INTO child (parent_id) VALUES (7);
+             PRAGMA foreign_keys = ON;",
+        )
+        .expect("schema");
+        conn
+    }
+
+    fn children(conn: &mut SqliteConnection) -> i64 {
+        diesel::select(diesel::dsl::sql::<BigInt>("(SELECT count(*) FROM child)"))
+            .get_result(conn)
+            .expect("count")
+    }
+
+    #[test]
+    fn a_run_that_leaves_a_row_dangling_changes_nothing() {
+        let mut conn = with_one_dangling_row();
+        let refused = in_write_transaction(
+            &mut conn,
+            |_| Ok(true),
+            |conn| Ok(conn.batch_execute("INSERT INTO child (parent_id) VALUES (8)")?),
+        )
+        .expect_err("a new dangling row is refused");
+        assert!(refused.to_string().contains("1 row(s)"), "{refused}");
+        assert_eq!(children(&mut conn), 1, "rolled back");
+    }
+
+    #[test]
+    fn rows_dangling_before_the_run_do_not_stop_it() {
+        let mut conn = with_one_dangling_row();
+        in_write_transaction(
+            &mut conn,
+            |_| Ok(true),
+            |conn| {
+                // A rebuild, as a migration that changes a column does: with
+                // foreign keys on, dropping the parent would fail or cascade.
+                conn.batch_execute(
+                    "INSERT INTO parent (id) VALUES (1);
+                     INSERT INTO child (parent_id) VALUES (1);
+                     CREATE TABLE parent_rebuilt (id INTEGER PRIMARY KEY AUTOINCREMENT);
+                     INSERT INTO parent_rebuilt (id) SELECT id FROM parent;
+                     DROP TABLE parent;
+                     ALTER TABLE parent_rebuilt RENAME TO parent;",
+                )?;
+                Ok(())
+            },
+        )
+        .expect("the run's own rows all have parents");
+        assert_eq!(children(&mut conn), 2);
+        // Foreign keys are on again afterwards.
+        assert!(
+            conn.batch_execute("INSERT INTO child (parent_id) VALUES (9)")
+                .is_err()
+        );
+    }
 }

@@ -11,6 +11,11 @@ CREATE TABLE comments_rebuilt (
 );
 INSERT INTO comments_rebuilt (id, body, post_id, author_id, created_at)
     SELECT id, body, post_id, author_id, created_at FROM comments;
+-- The largest id ever used carries over, not just the largest still there:
+-- dropping the old table drops its sqlite_sequence entry.
+DELETE FROM sqlite_sequence WHERE name = 'comments_rebuilt';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'comments_rebuilt', seq FROM sqlite_sequence WHERE name = 'comments';
 DROP TABLE comments;
 ALTER TABLE comments_rebuilt RENAME TO comments;
 CREATE INDEX ix_comments_post_id ON comments (post_id);

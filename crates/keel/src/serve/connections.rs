@@ -26,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long and how many: the limits that keep slow or numerous clients
@@ -65,6 +66,7 @@ pub(crate) async fn serve_connections(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
+    let cut_all = CancellationToken::new();
 
     tokio::pin!(shutdown);
     loop {
@@ -80,7 +82,7 @@ pub(crate) async fn serve_connections(
                 (Ok(permit), Ok((stream, _))) => {
                     let connection = http.serve_connection(TokioIo::new(stream), service.clone());
                     let connection = graceful.watch(connection);
-                    tracker.spawn(run_connection(connection, Some(permit)));
+                    tracker.spawn(run_connection(connection, Some(permit), cut_all.clone()));
                 }
                 (_, Err(error)) => {
                     // Out of file descriptors, most likely: wait for some to
@@ -93,16 +95,24 @@ pub(crate) async fn serve_connections(
         }
     }
 
+    // One deadline for all that follows: the drain, then the wait.
+    let deadline = tokio::time::Instant::now() + limits.grace_period;
     // Idle connections close now; busy ones after their current response.
     tokio::spawn(graceful.shutdown());
 
+    // Connections the kernel had already accepted: one request each. At
+    // most a cap's worth, and not past the deadline, so clients that keep
+    // reconnecting cannot hold the shutdown open.
     let mut one_request = http.clone();
     one_request.keep_alive(false);
     let mut drained = 0;
-    while let Some(stream) = already_queued(&listener).await {
+    while drained < limits.max_connections && tokio::time::Instant::now() < deadline {
+        let Some(stream) = already_queued(&listener).await else {
+            break;
+        };
         drained += 1;
         let connection = one_request.serve_connection(TokioIo::new(stream), service.clone());
-        tracker.spawn(run_connection(connection, None));
+        tracker.spawn(run_connection(connection, None, cut_all.clone()));
     }
     drop(listener);
     if drained > 0 {
@@ -113,7 +123,7 @@ pub(crate) async fn serve_connections(
     }
 
     tracker.close();
-    let cut = match tokio::time::timeout(limits.grace_period, tracker.wait()).await {
+    let cut = match tokio::time::timeout_at(deadline, tracker.wait()).await {
         Ok(()) => 0,
         Err(_) => {
             let cut = tracker.len();
@@ -122,6 +132,9 @@ pub(crate) async fn serve_connections(
                 grace_period_s = limits.grace_period.as_secs_f64(),
                 "grace period over: cutting the connections still open"
             );
+            // Dropping each connection closes it, on any runtime (a caller
+            // of `serve_router` keeps its runtime running).
+            cut_all.cancel();
             cut
         }
     };
@@ -141,14 +154,21 @@ async fn already_queued(listener: &TcpListener) -> Option<TcpStream> {
     }
 }
 
-/// Drives one connection to its end, holding its slot until then.
+/// Drives one connection to its end, or until `cut` (the deadline), holding
+/// its slot until then.
 async fn run_connection<E: std::fmt::Display>(
     connection: impl Future<Output = Result<(), E>>,
     permit: Option<OwnedSemaphorePermit>,
+    cut: CancellationToken,
 ) {
-    if let Err(error) = connection.await {
-        // Timeouts and clients that hang up mid-request land here: routine.
-        tracing::debug!(%error, "connection ended with an error");
+    tokio::select! {
+        ended = connection => {
+            if let Err(error) = ended {
+                // Timeouts and clients that hang up mid-request: routine.
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        () = cut.cancelled() => {}
     }
     drop(permit);
 }

@@ -327,9 +327,14 @@ async fn comments_with_parents(
         .collect();
     Ok(comments
         .into_iter()
-        .map(|comment| {
-            let parent = comment.parent_id.and_then(|id| parents.get(&id).cloned());
-            CommentWithParent { comment, parent }
+        .filter_map(|comment| {
+            let parent = match comment.parent_id {
+                // A parent deleted between the two statements took its
+                // replies with it: such a reply is gone, not top-level.
+                Some(id) => Some(parents.get(&id)?.clone()),
+                None => None,
+            };
+            Some(CommentWithParent { comment, parent })
         })
         .collect())
 }
