@@ -609,8 +609,13 @@ fn write_outputs(args: &Args, report: &Report) -> anyhow::Result<()> {
         "U={} P={} C={}",
         report.workload.users, report.workload.posts_per_user, report.workload.comments_per_post
     );
-    chart::write_ratio_chart(&dir.join(chart_file), &report.results, &subtitle)
-        .context("drawing the chart")?;
+    chart::write_ratio_chart(
+        &dir.join(chart_file),
+        &report.results,
+        &report.http,
+        &subtitle,
+    )
+    .context("drawing the chart")?;
     let summary = dir.join("summary.md");
     std::fs::write(&summary, report::markdown(report, chart_file))
         .with_context(|| format!("writing {}", summary.display()))?;

@@ -169,9 +169,9 @@ const SEED_REPLIES: &str = "\
 async fn link_tags_and_replies(db: &AsyncDatabase) -> Result<(), RepoError> {
     keel_repo::executor::call(db, async |conn| {
         conn.transaction(async |tx| {
-            for sql in [SEED_TAGS, SEED_POST_TAGS, SEED_REPLIES] {
-                keel_repo::run!(tx, execute(diesel::sql_query(sql)))?;
-            }
+            keel_repo::run!(tx, execute(diesel::sql_query(SEED_TAGS)))?;
+            keel_repo::run!(tx, execute(diesel::sql_query(SEED_POST_TAGS)))?;
+            keel_repo::run!(tx, execute(diesel::sql_query(SEED_REPLIES)))?;
             Ok(())
         })
         .await
