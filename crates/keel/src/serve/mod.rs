@@ -235,7 +235,7 @@ fn declared_oversize(request: &Request) -> Option<Response> {
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
-    if !declared.is_some_and(|bytes| bytes > MAX_BODY_BYTES as u64) {
+    if declared.is_none_or(|bytes| bytes <= MAX_BODY_BYTES as u64) {
         return None;
     }
     let mut response = ApiError::new(
