@@ -812,78 +812,86 @@ fn guard_miss_reason(step: Step, guard: &GuardResult) -> String {
     }
 }
 
+/// The columns of the HTTP table, and each one's width in the text table.
+const HTTP_COLUMNS: [(&str, usize); 10] = [
+    ("backend", 9),
+    ("step", 44),
+    ("conns", 5),
+    ("keel req/s", 11),
+    ("keel p50", 9),
+    ("keel p99", 9),
+    ("hand req/s", 11),
+    ("hand p50", 9),
+    ("hand p99", 9),
+    ("ratio", 6),
+];
+
+/// One HTTP result's cells, in [`HTTP_COLUMNS`] order.
+fn http_cells(r: &crate::http::HttpResult) -> [String; 10] {
+    [
+        r.backend.to_owned(),
+        r.step.label().to_owned(),
+        r.connections.to_string(),
+        format!("{:.0}", r.keel.requests_per_second),
+        format!("{:.2}ms", r.keel.p50_ms),
+        format!("{:.2}ms", r.keel.p99_ms),
+        format!("{:.0}", r.baseline.requests_per_second),
+        format!("{:.2}ms", r.baseline.p50_ms),
+        format!("{:.2}ms", r.baseline.p99_ms),
+        format!("{:.2}", r.ratio),
+    ]
+}
+
 /// H1 and H2 side by side: requests per second, p50 and p99, and keel's
 /// requests per second over the hand-written router's.
 pub fn http_text(results: &[crate::http::HttpResult]) -> String {
-    use std::fmt::Write as _;
     if results.is_empty() {
         return String::new();
     }
+    // The first two columns are text, left-aligned; the rest numbers.
+    let line = |cells: [&str; 10]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(HTTP_COLUMNS)
+            .enumerate()
+            .map(|(i, (cell, (_, width)))| {
+                if i < 2 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        format!("{}\n", padded.join(" "))
+    };
     let mut out = String::from(
         "\nHTTP (keel serve's router vs a hand-written axum router; ratio = keel req/s / hand-written req/s, higher is better)\n",
     );
-    let _ = writeln!(
-        out,
-        "{:<9} {:<44} {:>5} {:>11} {:>9} {:>9} {:>11} {:>9} {:>9} {:>6}",
-        "backend",
-        "step",
-        "conns",
-        "keel req/s",
-        "keel p50",
-        "keel p99",
-        "hand req/s",
-        "hand p50",
-        "hand p99",
-        "ratio"
-    );
+    out.push_str(&line(HTTP_COLUMNS.map(|(name, _)| name)));
     for r in results {
-        let _ = writeln!(
-            out,
-            "{:<9} {:<44} {:>5} {:>11.0} {:>7.2}ms {:>7.2}ms {:>11.0} {:>7.2}ms {:>7.2}ms {:>6.2}",
-            r.backend,
-            r.step.label(),
-            r.connections,
-            r.keel.requests_per_second,
-            r.keel.p50_ms,
-            r.keel.p99_ms,
-            r.baseline.requests_per_second,
-            r.baseline.p50_ms,
-            r.baseline.p99_ms,
-            r.ratio
-        );
+        let cells = http_cells(r);
+        out.push_str(&line(cells.each_ref().map(String::as_str)));
     }
     out
 }
 
 /// [`http_text`] as a Markdown table.
 pub fn http_markdown(results: &[crate::http::HttpResult]) -> String {
-    use std::fmt::Write as _;
     if results.is_empty() {
         return String::new();
     }
+    let row = |cells: Vec<&str>| format!("| {} |\n", cells.join(" | "));
     let mut out = String::from(
         "\n## HTTP: keel serve's router vs a hand-written axum router\n\n\
          ratio = keel requests/s ÷ hand-written requests/s (higher is better). \
          Both over loopback TCP, the same keep-alive connections, the same ids, \
-         the same response bytes (checked on a sample before timing).\n\n\
-         | backend | step | connections | keel req/s | keel p50 | keel p99 | hand-written req/s | hand-written p50 | hand-written p99 | ratio |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         the same response bytes (checked on a sample before timing).\n\n",
     );
+    out.push_str(&row(HTTP_COLUMNS.iter().map(|(name, _)| *name).collect()));
+    out.push_str(&row(vec!["---"; HTTP_COLUMNS.len()]));
     for r in results {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms | {:.2} ms | {:.2} |",
-            r.backend,
-            r.step.label(),
-            r.connections,
-            r.keel.requests_per_second,
-            r.keel.p50_ms,
-            r.keel.p99_ms,
-            r.baseline.requests_per_second,
-            r.baseline.p50_ms,
-            r.baseline.p99_ms,
-            r.ratio
-        );
+        let cells = http_cells(r);
+        out.push_str(&row(cells.iter().map(String::as_str).collect()));
     }
     out
 }

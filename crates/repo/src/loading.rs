@@ -19,6 +19,22 @@ pub fn ids<T>(rows: &[T], key: impl Fn(&T) -> i32) -> Option<Vec<i32>> {
     (!rows.is_empty()).then(|| rows.iter().map(key).collect())
 }
 
+/// The distinct keys `key` picks from `rows` (`None`s skipped), ascending:
+/// the id list of a many-to-one level loaded select-in (each comment's
+/// post, each post's author). `None` when there are none, so the level
+/// runs no statement.
+pub fn distinct_ids<T>(rows: &[T], key: impl Fn(&T) -> Option<i32>) -> Option<Vec<i32>> {
+    let mut ids: Vec<i32> = rows.iter().filter_map(key).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    (!ids.is_empty()).then_some(ids)
+}
+
+/// `rows` by their id, for each child to find its one parent in.
+pub fn by_id<T>(rows: Vec<T>, id: impl Fn(&T) -> i32) -> HashMap<i32, T> {
+    rows.into_iter().map(|row| (id(&row), row)).collect()
+}
+
 /// Groups `children` under the key of the parent each belongs to (what
 /// diesel's `grouped_by` does, for any key and for children that already
 /// carry their own children). Children whose parent is not in `parents`

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
-use crate::loading::{InIdList, ids};
+use crate::loading::{InIdList, by_id, distinct_ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found};
 use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, validate};
 
@@ -313,18 +313,11 @@ async fn comments_with_parents(
     conn: &mut Conn<'_>,
     comments: Vec<Comment>,
 ) -> diesel::QueryResult<Vec<CommentWithParent>> {
-    let mut parent_ids: Vec<i32> = comments.iter().filter_map(|c| c.parent_id).collect();
-    parent_ids.sort_unstable();
-    parent_ids.dedup();
-    let parents: Vec<Comment> = if parent_ids.is_empty() {
-        Vec::new()
-    } else {
-        run!(conn, load(comments_by_ids(&parent_ids)))?
+    let parents: Vec<Comment> = match distinct_ids(&comments, |c| c.parent_id) {
+        Some(ids) => run!(conn, load(comments_by_ids(&ids)))?,
+        None => Vec::new(),
     };
-    let parents: std::collections::HashMap<i32, Comment> = parents
-        .into_iter()
-        .map(|parent| (parent.id, parent))
-        .collect();
+    let parents = by_id(parents, |c| c.id);
     Ok(comments
         .into_iter()
         .filter_map(|comment| {
@@ -392,16 +385,11 @@ async fn comments_with_posts(
     conn: &mut Conn<'_>,
     comments: Vec<Comment>,
 ) -> diesel::QueryResult<Vec<CommentWithPost>> {
-    let mut post_ids = ids(&comments, |c| c.post_id).unwrap_or_default();
-    post_ids.sort_unstable();
-    post_ids.dedup();
-    let posts: Vec<Post> = if post_ids.is_empty() {
-        Vec::new()
-    } else {
-        run!(conn, load(posts_by_ids(&post_ids)))?
+    let posts: Vec<Post> = match distinct_ids(&comments, |c| Some(c.post_id)) {
+        Some(ids) => run!(conn, load(posts_by_ids(&ids)))?,
+        None => Vec::new(),
     };
-    let posts: std::collections::HashMap<i32, Post> =
-        posts.into_iter().map(|post| (post.id, post)).collect();
+    let posts = by_id(posts, |p| p.id);
     Ok(comments
         .into_iter()
         .filter_map(|comment| {

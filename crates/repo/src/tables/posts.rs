@@ -13,7 +13,7 @@ use super::tags::{PostWithTags, load_tags_of_posts, posts_with_tags};
 use super::users::users_by_ids;
 use crate::executor::call;
 use crate::explain::{self, ExplainedQuery};
-use crate::loading::{InIdList, group_by_key, ids};
+use crate::loading::{InIdList, by_id, distinct_ids, group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found};
 use crate::{Conn, Executor, Out, RepoError, TableSize, bulk, run, validate};
 
@@ -193,16 +193,11 @@ async fn posts_with_authors(
     conn: &mut Conn<'_>,
     posts: Vec<Post>,
 ) -> diesel::QueryResult<Vec<PostWithAuthor>> {
-    let mut author_ids = ids(&posts, |p| p.author_id).unwrap_or_default();
-    author_ids.sort_unstable();
-    author_ids.dedup();
-    let authors: Vec<User> = if author_ids.is_empty() {
-        Vec::new()
-    } else {
-        run!(conn, load(users_by_ids(&author_ids)))?
+    let authors: Vec<User> = match distinct_ids(&posts, |p| Some(p.author_id)) {
+        Some(ids) => run!(conn, load(users_by_ids(&ids)))?,
+        None => Vec::new(),
     };
-    let authors: std::collections::HashMap<i32, User> =
-        authors.into_iter().map(|user| (user.id, user)).collect();
+    let authors = by_id(authors, |u| u.id);
     Ok(posts
         .into_iter()
         .filter_map(|post| {
