@@ -37,6 +37,40 @@ pub struct DatabaseConfig {
     /// Whether each statement is logged through `tracing`
     /// (`KEEL_LOG_STATEMENTS`: `0`, `1`, or `binds` to log bind values too).
     pub log_statements: StatementLog,
+    /// Read replicas of a PostgreSQL primary (`DATABASE_REPLICA_URLS`,
+    /// comma-separated; empty by default). Each gets a pool of its own, of
+    /// `pool_size` connections; reads outside transactions go to them (see
+    /// [`crate::replicas`]).
+    pub replica_urls: Vec<PostgresUrl>,
+    /// How long a read waits for a replica to replay the scope's last write
+    /// before it reads the primary instead (`KEEL_REPLICA_WAIT_MS`, default 5 ms).
+    pub replica_wait: Duration,
+    /// A replica further behind than this takes no reads until it catches up
+    /// (`KEEL_MAX_REPLICA_LAG_MS`, default 1 s).
+    pub max_replica_lag: Duration,
+    /// How often each replica's role, reachability and lag are checked
+    /// (`KEEL_REPLICA_CHECK_MS`, default 250 ms).
+    pub replica_check_interval: Duration,
+    /// What sits between keel and PostgreSQL (`KEEL_PGBOUNCER`: `off`, the
+    /// default, `session` or `transaction`).
+    pub pgbouncer: PgBouncerMode,
+    /// Where migrations and their advisory lock go when `url` is a pooler
+    /// (`KEEL_MIGRATION_URL`; default: `url`).
+    pub migration_url: Option<DatabaseUrl>,
+}
+
+/// PgBouncer's pooling mode in front of PostgreSQL, as keel must know it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PgBouncerMode {
+    /// A direct connection (or a pooler keel need not know about).
+    #[default]
+    Off,
+    /// PgBouncer in session pooling: a server connection per client
+    /// connection, so everything works as on a direct one.
+    Session,
+    /// PgBouncer in transaction pooling: consecutive statements of one
+    /// connection may reach different server connections.
+    Transaction,
 }
 
 /// The async pool implementation.
@@ -70,6 +104,15 @@ pub enum ConfigError {
     /// `DATABASE_URL` names no supported backend.
     #[error("DATABASE_URL: {0}")]
     Url(#[from] keel_migrations::DatabaseUrlError),
+    /// One of `DATABASE_REPLICA_URLS` is not a PostgreSQL URL.
+    #[error("DATABASE_REPLICA_URLS: {0}")]
+    ReplicaUrl(keel_migrations::DatabaseUrlError),
+    /// `KEEL_MIGRATION_URL` names no supported backend.
+    #[error("KEEL_MIGRATION_URL: {0}")]
+    MigrationUrl(keel_migrations::DatabaseUrlError),
+    /// Settings that do not fit together.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A number was expected.
     #[error("{variable}={value:?} is not valid: {reason}")]
     Invalid {
@@ -95,6 +138,12 @@ impl DatabaseConfig {
             sqlite_busy_timeout: Duration::from_secs(5),
             pool: PoolKind::Deadpool,
             log_statements: StatementLog::Off,
+            replica_urls: Vec::new(),
+            replica_wait: Duration::from_millis(5),
+            max_replica_lag: Duration::from_secs(1),
+            replica_check_interval: Duration::from_millis(250),
+            pgbouncer: PgBouncerMode::Off,
+            migration_url: None,
         }
     }
 
@@ -146,7 +195,66 @@ impl DatabaseConfig {
                 }
             };
         }
+        if let Some(urls) = env_text("DATABASE_REPLICA_URLS")? {
+            config.replica_urls = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(PostgresUrl::parse)
+                .collect::<Result<_, _>>()
+                .map_err(ConfigError::ReplicaUrl)?;
+        }
+        if let Some(ms) = env_number("KEEL_REPLICA_WAIT_MS")? {
+            config.replica_wait = Duration::from_millis(ms);
+        }
+        if let Some(ms) = env_number("KEEL_MAX_REPLICA_LAG_MS")? {
+            config.max_replica_lag = Duration::from_millis(ms);
+        }
+        if let Some(ms) = env_number("KEEL_REPLICA_CHECK_MS")? {
+            config.replica_check_interval = Duration::from_millis(ms.max(1));
+        }
+        if let Some(mode) = env_text("KEEL_PGBOUNCER")? {
+            config.pgbouncer = match mode.as_str() {
+                "" | "0" | "off" => PgBouncerMode::Off,
+                "session" => PgBouncerMode::Session,
+                "transaction" => PgBouncerMode::Transaction,
+                _ => {
+                    return Err(invalid(
+                        "KEEL_PGBOUNCER",
+                        mode,
+                        "expected off, session or transaction",
+                    ));
+                }
+            };
+        }
+        if let Some(url) = env_text("KEEL_MIGRATION_URL")?.filter(|url| !url.is_empty()) {
+            config.migration_url =
+                Some(DatabaseUrl::parse(&url).map_err(ConfigError::MigrationUrl)?);
+        }
+        config.check()?;
         Ok(config)
+    }
+
+    /// Checks that the settings fit together: replicas and PgBouncer need
+    /// a PostgreSQL primary.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let postgres = matches!(self.url, DatabaseUrl::Postgres(_));
+        if !postgres && !self.replica_urls.is_empty() {
+            return Err(ConfigError::Unsupported(
+                "DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL",
+            ));
+        }
+        if !postgres && self.pgbouncer != PgBouncerMode::Off {
+            return Err(ConfigError::Unsupported(
+                "KEEL_PGBOUNCER needs a PostgreSQL DATABASE_URL",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The URL migrations run on: `migration_url`, else `url`.
+    pub fn migration_url(&self) -> &DatabaseUrl {
+        self.migration_url.as_ref().unwrap_or(&self.url)
     }
 
     /// The pool size the backend can use (see [`DatabaseConfig::pool_size`]).

@@ -104,6 +104,7 @@ mod instrumentation;
 pub mod loading;
 pub mod maintenance;
 pub mod page;
+pub mod replicas;
 mod retry;
 pub mod scope;
 #[cfg(feature = "sync")]
@@ -113,7 +114,9 @@ pub mod validate;
 // keel's own tables, on the core.
 pub mod tables;
 
-pub use config::{ConfigError, DatabaseConfig, DatabaseUrl, PoolKind, PostgresUrl, StatementLog};
+pub use config::{
+    ConfigError, DatabaseConfig, DatabaseUrl, PgBouncerMode, PoolKind, PostgresUrl, StatementLog,
+};
 pub use conn::{AsyncPgConnection, Backend, Conn, Isolation};
 pub use connection::AnyConnection;
 pub use error::RepoError;
