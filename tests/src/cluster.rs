@@ -26,6 +26,98 @@ impl PgCluster {
     /// PostgreSQL's server programs are not installed, unless `CI` is set:
     /// then it panics.
     pub fn start() -> Option<Self> {
+        let cluster = Self::create()?;
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &cluster.data_dir(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+        );
+        cluster.start_server();
+        Some(cluster)
+    }
+
+    /// A cluster ready to be a streaming-replication primary: WAL for
+    /// replicas, replication slots, hot standby on its copies. (initdb's
+    /// default `pg_hba.conf` already trusts replication from loopback.)
+    pub fn start_primary() -> Option<Self> {
+        let cluster = Self::start()?;
+        let conf = format!("{}/postgresql.auto.conf", cluster.data_dir());
+        let settings = "wal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
+                        hot_standby = on\nwal_keep_size = 64MB\n";
+        cluster.append_to(&conf, settings);
+        cluster.pg_ctl(&["-m", "fast", "restart"]);
+        Some(cluster)
+    }
+
+    /// A hot standby of this cluster, streaming from it: `pg_basebackup -R
+    /// -X stream -C -S` (a replication slot of its own), on a port of its
+    /// own. Panics when the copy or the start fails.
+    pub fn start_standby(&self) -> Self {
+        let standby = Self::create().expect("the server programs were found for the primary");
+        let slot = format!("standby_{}", standby.port);
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &standby.data_dir(),
+                "-R",
+                "-X",
+                "stream",
+                "-C",
+                "-S",
+                &slot,
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        standby.start_server();
+        standby
+    }
+
+    /// `pg_ctl promote`: a standby becomes a primary. Returns when it
+    /// accepts writes.
+    pub fn promote(&self) -> Duration {
+        let started = Instant::now();
+        self.pg_ctl(&["promote"]);
+        started.elapsed()
+    }
+
+    /// `pg_ctl stop -m fast` (sessions are terminated, the server
+    /// checkpoints and stops).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "stop"]);
+    }
+
+    /// `pg_ctl stop -m immediate`: the server dies without a checkpoint, as
+    /// in a crash.
+    pub fn kill(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// Starts a stopped server again.
+    pub fn start_again(&self) {
+        self.start_server();
+    }
+
+    fn create() -> Option<Self> {
         let Some(bin) = server_bin_dir() else {
             let reason = "PostgreSQL's server programs (initdb, pg_ctl) were not found; \
                           set KEEL_TEST_PG_BIN to their directory";
@@ -51,36 +143,33 @@ impl PgCluster {
                 .expect("run chown");
             assert!(status.success(), "chown the cluster directory to {user}");
         }
-        let cluster = Self {
+        Some(Self {
             dir,
             bin,
             port: free_port(),
             run_as,
-        };
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &cluster.data_dir(),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ],
-        );
+        })
+    }
+
+    fn start_server(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-             -c shared_buffers=16MB -c max_connections=50",
-            cluster.port,
-            cluster.dir.path().display()
+             -c shared_buffers=16MB -c max_connections=60",
+            self.port,
+            self.dir.path().display()
         );
-        cluster.pg_ctl(&["-o", &options, "start"]);
-        Some(cluster)
+        self.pg_ctl(&["-o", &options, "start"]);
+    }
+
+    /// Appends `text` to a file of the data directory (appending keeps its
+    /// owner, also as root).
+    fn append_to(&self, file: &str, text: &str) {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .unwrap_or_else(|e| panic!("append to {file}: {e}"));
     }
 
     /// The port the server listens on.
@@ -162,6 +251,9 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        if !Path::new(&self.data_dir()).join("postmaster.pid").exists() {
+            return; // stopped already
+        }
         // Immediate: the data is thrown away with the directory anyway.
         let stopped = self
             .command(

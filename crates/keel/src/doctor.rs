@@ -1,11 +1,12 @@
 //! `keel doctor`: connects and reports what is wrong with the schema:
 //! pending migrations, unindexed foreign keys, foreign keys without an
 //! ON DELETE action, tables without a primary key, drift from the compiled
-//! schema. Exit 0 when healthy, 1 with the list otherwise.
+//! schema; and each read replica's role and lag. Exit 0 when healthy, 1
+//! with the list otherwise.
 
 use keel_migrations::{MigrationState, Migrator};
 use keel_repo::doctor::{self, Finding};
-use keel_repo::{AnyConnection, DatabaseConfig};
+use keel_repo::{AnyConnection, DatabaseConfig, ReplicaRole, ReplicaStatus};
 use serde::Serialize;
 
 /// Options of `keel doctor`.
@@ -22,6 +23,7 @@ struct Report {
     backend: &'static str,
     healthy: bool,
     findings: Vec<Finding>,
+    replicas: Vec<ReplicaStatus>,
 }
 
 /// Runs the checks; `Ok(false)` when there are findings.
@@ -48,11 +50,35 @@ pub(crate) fn run(
         AnyConnection::Postgres(mut conn) => doctor::diagnose(&mut conn, &compiled)?,
         AnyConnection::Sqlite(mut conn) => doctor::diagnose(&mut conn, &compiled)?,
     });
+    // Connecting with replicas checks each one once: role, position, lag.
+    let replicas = if config.replica_urls.is_empty() {
+        Vec::new()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(keel_repo::asynchronous::AsyncDatabase::connect(config))?
+            .replica_status()
+    };
+    findings.extend(replicas.iter().filter(|r| !r.in_rotation).map(|replica| {
+        let why = replica.last_error.as_deref().unwrap_or("out of rotation");
+        Finding {
+            check: if replica.role == ReplicaRole::Primary {
+                "replica_promoted"
+            } else {
+                "replica_out_of_rotation"
+            },
+            message: format!("replica {} takes no reads: {why}", replica.url),
+            table: None,
+            column: None,
+        }
+    }));
     let report = Report {
         database: config.url.to_string(),
         backend: config.url.backend_name(),
         healthy: findings.is_empty(),
         findings,
+        replicas,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -67,6 +93,23 @@ pub(crate) fn run(
         );
         for finding in &report.findings {
             println!("  [{}] {}", finding.check, finding.message);
+        }
+    }
+    if !args.json {
+        for replica in &report.replicas {
+            let lag = replica
+                .lag_ms
+                .map_or_else(|| "unknown".to_owned(), |ms| format!("{ms} ms"));
+            println!(
+                "  replica {}: {}, lag {lag}, {}",
+                replica.url,
+                replica.role.as_str(),
+                if replica.in_rotation {
+                    "in rotation"
+                } else {
+                    "out of rotation"
+                }
+            );
         }
     }
     Ok(report.healthy)

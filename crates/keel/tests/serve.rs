@@ -1103,3 +1103,73 @@ async fn database_passwords_never_show() {
     assert!(everything.contains("cannot connect"), "{everything}");
     assert!(!everything.contains("hunter2"), "{everything}");
 }
+
+/// `keel serve --replica-url`: a write's response carries `X-Keel-Lsn`, a
+/// read sent with it sees the write on the replica, `/healthz` shows the
+/// replica, and a malformed LSN is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_and_the_lsn_header() {
+    let Some(primary) = keel_tests::PgCluster::start_primary() else {
+        return;
+    };
+    let standby = primary.start_standby();
+    let replica = standby.url("postgres");
+    let server = Server::start_with(&primary.url("postgres"), &["--replica-url", &replica]);
+    let http = reqwest::Client::new();
+    for n in 0..50 {
+        let response = http
+            .post(server.url("/users"))
+            .json(&user_body(n))
+            .send()
+            .await
+            .expect("POST /users");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let lsn = response
+            .headers()
+            .get("x-keel-lsn")
+            .expect("a write's response carries X-Keel-Lsn")
+            .clone();
+        let id = json_of(response).await["id"].clone();
+        let read = http
+            .get(server.url(&format!("/users/{id}")))
+            .header("x-keel-lsn", lsn)
+            .send()
+            .await
+            .expect("GET /users/{id}");
+        assert_eq!(
+            read.status(),
+            StatusCode::OK,
+            "a read with the LSN missed the write"
+        );
+    }
+    let health = json_of(
+        http.get(server.url("/healthz"))
+            .send()
+            .await
+            .expect("/healthz"),
+    )
+    .await;
+    let replicas = health["replicas"].as_array().expect("replicas in /healthz");
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(replicas[0]["role"], "standby");
+    assert!(
+        replicas[0]["reads"].as_u64().is_some_and(|reads| reads > 0),
+        "{health}"
+    );
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(metrics.contains("db_replica_reads_total{"), "{metrics}");
+    let bad = http
+        .get(server.url("/users/1"))
+        .header("x-keel-lsn", "not-an-lsn")
+        .send()
+        .await
+        .expect("GET with a bad LSN");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}

@@ -144,6 +144,28 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// Marks the connection as unfit for reuse (its transaction state says
+    /// "broken"), so its pool closes it instead of handing it out again:
+    /// for a connection that reached a node that can no longer write.
+    pub(crate) fn discard(&mut self) {
+        match self {
+            Self::Postgres(c) => {
+                AnsiTransactionManager::transaction_manager_status_mut(&mut **c).set_in_error();
+            }
+            Self::Sqlite(c) => {
+                AnsiTransactionManager::transaction_manager_status_mut(&mut **c).set_in_error();
+            }
+            #[cfg(feature = "async")]
+            Self::AsyncPostgres(c) => {
+                use diesel_async::{AsyncConnection, TransactionManager};
+                type Manager = <AsyncPgConnection as AsyncConnection>::TransactionManager;
+                Manager::transaction_manager_status_mut(&mut **c).set_in_error();
+            }
+            #[cfg(not(feature = "async"))]
+            Self::AsyncPostgres(c) => match **c {},
+        }
+    }
+
     /// The backend at the other end.
     pub fn backend(&self) -> Backend {
         match self {

@@ -100,6 +100,21 @@ pub enum RepoError {
 /// gives no other handle on them through diesel-async.
 const CONNECTION_LOST_PREFIXES: &[&str] = &["terminating connection", "the database system is"];
 
+/// How [`RepoError::Unavailable`] begins when the server refused to write
+/// because it is not the primary: nothing was written, so the call is safe
+/// to retry ([`crate::RetryableError`]).
+pub(crate) const WRONG_NODE: &str = "the connection reached a server that cannot write (a standby, or a primary demoted by a failover)";
+
+/// PostgreSQL's messages when a connection meant for the primary reached a
+/// node that cannot write (a standby, or a primary demoted by a failover):
+/// SQLSTATE 0A000 at `BEGIN … READ WRITE` or `SERIALIZABLE`, which diesel
+/// reports as `Unknown`. (25006, "cannot execute … in a read-only
+/// transaction", has its own kind, `ReadOnlyTransaction`.)
+const WRONG_NODE_PREFIXES: &[&str] = &[
+    "cannot set transaction read-write mode during recovery",
+    "cannot use serializable mode in a hot standby",
+];
+
 /// PostgreSQL's message for SQLSTATE 40P01, which diesel reports as
 /// `DatabaseErrorKind::Unknown` (it maps 40001 alone to `SerializationFailure`).
 const DEADLOCK_MESSAGE: &str = "deadlock detected";
@@ -117,6 +132,9 @@ const SQLITE_BUSY_PREFIXES: &[&str] = &[
 pub(crate) enum ErrorClass {
     /// The connection is gone: discard it.
     ConnectionLost,
+    /// The connection reached a node that cannot write (a standby, or a
+    /// demoted primary): discard it, so that a new one finds the primary.
+    WrongNode,
     /// A serialization failure or deadlock: the transaction may be retried.
     TransactionConflict,
     /// SQLite's lock wait ran out.
@@ -137,10 +155,15 @@ impl ErrorClass {
             DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 Self::TransactionConflict
             }
+            DieselError::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _) => {
+                Self::WrongNode
+            }
             DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
                 let message = info.message();
                 if message.starts_with(DEADLOCK_MESSAGE) {
                     Self::TransactionConflict
+                } else if WRONG_NODE_PREFIXES.iter().any(|p| message.starts_with(p)) {
+                    Self::WrongNode
                 } else if SQLITE_BUSY_PREFIXES.iter().any(|p| message.starts_with(p)) {
                     Self::Busy
                 } else if CONNECTION_LOST_PREFIXES
@@ -166,7 +189,13 @@ fn conflict_message(constraint: &str) -> String {
 /// of a violated unique constraint (`UNIQUE constraint failed: users.email`),
 /// not the constraint: the index with those columns is read from the
 /// catalog, on the same connection, so `Conflict` names it on both backends.
+///
+/// A connection that reached a node that cannot write is discarded: a
+/// multi-host URL's next connection finds the new primary.
 pub(crate) fn from_diesel(conn: &mut Conn<'_>, error: DieselError) -> RepoError {
+    if ErrorClass::of(&error) == ErrorClass::WrongNode {
+        conn.discard();
+    }
     if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error
         && info.constraint_name().is_none()
         && let Conn::Sqlite(sqlite) = conn
@@ -254,6 +283,10 @@ impl From<DieselError> for RepoError {
             },
             other => match ErrorClass::of(&other) {
                 ErrorClass::ConnectionLost => Self::Unavailable(database_message(&other)),
+                ErrorClass::WrongNode => Self::Unavailable(format!(
+                    "{WRONG_NODE}; it was closed, retry on a new one: {}",
+                    database_message(&other)
+                )),
                 ErrorClass::TransactionConflict => {
                     Self::TransactionConflict(database_message(&other))
                 }

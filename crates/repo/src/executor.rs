@@ -13,7 +13,10 @@
 //! repository a service writes for its own tables works on all of them, as
 //! keel's own do.
 
+use std::time::Duration;
+
 use crate::conn::{Backend, Conn};
+use crate::replicas::{self, ReadGuard, Settled};
 use crate::scope::check_current;
 use crate::{RepoError, error};
 
@@ -41,6 +44,10 @@ pub trait Mode {
     fn output<'f, T: 'f>(
         body: impl Future<Output = Result<T, RepoError>> + Send + 'f,
     ) -> Self::Output<'f, T>;
+
+    /// Waits `duration` inside a method's body: the thread sleeps in sync
+    /// mode, a timer runs in async mode.
+    fn pause(duration: Duration) -> impl Future<Output = ()> + Send;
 }
 
 /// A source of connections: a pool, a session or a transaction, sync or async.
@@ -56,6 +63,23 @@ pub trait Executor: Sync {
     /// Checks a connection out (the pool), or takes the one it holds (a
     /// session, a transaction).
     fn checkout(&self) -> impl Future<Output = Result<Self::Guard<'_>, RepoError>> + Send;
+
+    /// Checks a connection out for a read ([`read`]): a replica's, when
+    /// this is a pool with replicas and the read may go there (see
+    /// [`crate::replicas`]); else the same as [`Executor::checkout`].
+    fn checkout_read(
+        &self,
+    ) -> impl Future<Output = Result<ReadGuard<'_, Self::Guard<'_>>, RepoError>> + Send {
+        async { Ok(ReadGuard::primary(self.checkout().await?)) }
+    }
+
+    /// Whether a write through this executor records its commit LSN in the
+    /// current scope, for read-your-writes on replicas: true on a pool
+    /// with replicas and on its sessions (a transaction records it at
+    /// commit instead).
+    fn records_write_lsn(&self) -> bool {
+        false
+    }
 
     /// Turns a repository method's body into what the method returns in
     /// this executor's mode.
@@ -89,6 +113,10 @@ pub trait Executor: Sync {
 /// The connection is checked out for the operation and returned after it;
 /// a SQLite operation runs in place ([`drive`]); the error is mapped and
 /// the N+1 guard checked ([`finish`]).
+///
+/// It runs on the primary: use it for writes, and for reads that must see
+/// the primary (or [`read`] for reads a replica may answer). On a pool with
+/// replicas, a write's commit LSN goes into the current scope.
 pub async fn call<E, T>(
     executor: &E,
     operation: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
@@ -100,6 +128,47 @@ where
     let mut connection = guard.conn()?;
     let backend = connection.backend();
     let result = drive(backend, operation(&mut connection)).await;
+    if result.is_ok() && executor.records_write_lsn() {
+        replicas::record_commit_lsn(&mut connection).await;
+    }
+    finish(&mut connection, result)
+}
+
+/// Runs one read-only operation, like [`call`], on a replica when the
+/// executor has one for it (a pool with replicas, outside a transaction and
+/// outside [`crate::QueryScope::read_from_primary`]), on the primary
+/// otherwise:
+///
+/// ```ignore
+/// let user = read(db, async |conn| user_by_id(conn, id).await).await?;
+/// ```
+///
+/// A replica answers only once it has replayed the current scope's writes.
+/// If its connection is lost mid-read, or the standby cancels the query for
+/// a recovery conflict, the operation runs again on the primary, as a clone
+/// of the closure (closures that capture ids and references are `Clone`).
+/// Never send a write this way: a standby refuses it.
+pub async fn read<E, T, Op>(executor: &E, operation: Op) -> Result<T, RepoError>
+where
+    E: Executor,
+    Op: AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T> + Clone,
+{
+    let ReadGuard { mut guard, replica } = executor.checkout_read().await?;
+    let mut connection = guard.conn()?;
+    let backend = connection.backend();
+    let again = replica.as_ref().map(|_| operation.clone());
+    let result = drive(backend, operation(&mut connection)).await;
+    if let Some(replica) = replica
+        && let Some(again) = again
+        && replica.settle(&result) == Settled::RetryOnPrimary
+    {
+        // The replica's connection goes back (or, lost, is closed) first.
+        drop(guard);
+        let mut guard = executor.checkout().await?;
+        let mut connection = guard.conn()?;
+        let result = drive(backend, again(&mut connection)).await;
+        return finish(&mut connection, result);
+    }
     finish(&mut connection, result)
 }
 
@@ -123,6 +192,32 @@ pub async fn drive<F: Future>(backend: Backend, operation: F) -> F::Output {
 #[doc(hidden)]
 pub fn finish<T>(conn: &mut Conn<'_>, result: diesel::QueryResult<T>) -> Result<T, RepoError> {
     check_current(result.map_err(|e| error::from_diesel(conn, e)))
+}
+
+/// A source of connections whose reads all go to the primary:
+/// `db.primary()` on a pool with replicas, for calls that must see the
+/// latest committed data whatever the scope has written.
+pub struct OnPrimary<'a, E>(pub(crate) &'a E);
+
+impl<E: Executor> Executor for OnPrimary<'_, E> {
+    type Mode = E::Mode;
+    type Guard<'g>
+        = E::Guard<'g>
+    where
+        Self: 'g;
+
+    fn checkout(&self) -> impl Future<Output = Result<Self::Guard<'_>, RepoError>> + Send {
+        self.0.checkout()
+    }
+
+    fn records_write_lsn(&self) -> bool {
+        self.0.records_write_lsn()
+    }
+
+    #[cfg(all(feature = "async", feature = "sync"))]
+    fn blocking_lane(&self) -> Option<&std::sync::Arc<crate::asynchronous::BlockingLane>> {
+        self.0.blocking_lane()
+    }
 }
 
 /// Runs a future that completes on its first poll (sync mode: every

@@ -123,6 +123,7 @@ pub use error::RepoError;
 pub use executor::{ConnGuard, Executor, Mode, Out};
 pub use instrumentation::StatementCounter;
 pub use page::{MAX_PAGE_SIZE, Page, TableSize};
+pub use replicas::{Lsn, ReplicaRole, ReplicaStatus};
 pub use retry::{RetryPolicy, RetryableError};
 pub use scope::{QueryScope, RepeatedStatement};
 pub use tables::TableSizes;
@@ -143,7 +144,7 @@ pub use tables::users::{
 /// What a module using keel-repo usually needs: the executors' traits, the
 /// tables' `users()`/`posts()`/`comments()`, and the macros.
 pub mod prelude {
-    pub use crate::executor::call;
+    pub use crate::executor::{call, read};
     pub use crate::{
         CommentsExt, Conn, Executor, Out, PostsExt, RepoError, TagsExt, UsersExt, run,
     };

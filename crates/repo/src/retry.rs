@@ -85,11 +85,19 @@ pub trait RetryableError {
 }
 
 impl RetryableError for RepoError {
-    /// Serialization failures and deadlocks (PostgreSQL), and a write lock
-    /// that stayed taken past the busy timeout (SQLite): in each case the
-    /// transaction was rolled back whole, so running it again is safe.
+    /// Serialization failures and deadlocks (PostgreSQL), a write lock
+    /// that stayed taken past the busy timeout (SQLite), and a server that
+    /// refused to write because it is no longer the primary (a failover:
+    /// the connection was closed, and a new one finds the new primary). In
+    /// each case nothing was written, so running it again is safe. Other
+    /// `Unavailable` errors are not retried: a connection lost during
+    /// COMMIT leaves it unknown whether the write was applied.
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::TransactionConflict(_) | Self::Busy(_))
+        match self {
+            Self::TransactionConflict(_) | Self::Busy(_) => true,
+            Self::Unavailable(message) => message.starts_with(crate::error::WRONG_NODE),
+            _ => false,
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::RepoError;
+use crate::replicas::Lsn;
 
 /// Statements kept per scope for failure messages.
 const LOG_CAPACITY: usize = 200;
@@ -53,6 +54,11 @@ struct ScopeState {
     /// reads this flag instead of taking the lock.
     flagged: AtomicBool,
     record: Mutex<Record>,
+    /// Reads go to the primary, not to replicas ([`QueryScope::read_from_primary`]).
+    on_primary: AtomicBool,
+    /// The highest commit LSN of a write seen in this scope (0: none), for
+    /// read-your-writes on replicas.
+    write_lsn: AtomicU64,
 }
 
 /// `KEEL_STRICT` and `KEEL_REPEAT_THRESHOLD`, read at the first scope of the
@@ -84,6 +90,7 @@ struct Record {
 thread_local! {
     static THREAD_SCOPE: RefCell<Option<QueryScope>> = const { RefCell::new(None) };
     static THREAD_INTENDED: Cell<bool> = const { Cell::new(false) };
+    static THREAD_OUTSIDE: Cell<bool> = const { Cell::new(false) };
 }
 
 #[cfg(feature = "async")]
@@ -131,6 +138,8 @@ impl QueryScope {
                 statements: AtomicU64::new(0),
                 flagged: AtomicBool::new(false),
                 record: Mutex::new(Record::default()),
+                on_primary: AtomicBool::new(false),
+                write_lsn: AtomicU64::new(0),
             }),
         }
     }
@@ -158,6 +167,54 @@ impl QueryScope {
             }
             None => Self::build(self.state.name.clone(), self.state.strict, threshold),
         }
+    }
+
+    /// From now on, reads in this scope go to the primary (`true`) or, as
+    /// by default, to a replica that has replayed the scope's writes.
+    /// [`crate::sync::Database::primary`] and its async twin do the same
+    /// for single calls.
+    pub fn read_from_primary(&self, on_primary: bool) {
+        self.state.on_primary.store(on_primary, Ordering::Relaxed);
+    }
+
+    /// Whether reads in this scope go to the primary.
+    pub fn reads_from_primary(&self) -> bool {
+        self.state.on_primary.load(Ordering::Relaxed)
+    }
+
+    /// The highest commit LSN the scope has seen: keel records it after
+    /// every write on a pool with replicas, and a service adds one it got
+    /// from elsewhere (`keel serve` takes the `X-Keel-Lsn` request header)
+    /// with [`QueryScope::observe_lsn`]. A read in the scope uses a replica
+    /// only once the replica has replayed it.
+    pub fn write_lsn(&self) -> Option<Lsn> {
+        Lsn::new(self.state.write_lsn.load(Ordering::Acquire))
+    }
+
+    /// Raises the scope's LSN to `lsn` (a lower one changes nothing).
+    pub fn observe_lsn(&self, lsn: Lsn) {
+        self.state.write_lsn.fetch_max(lsn.get(), Ordering::AcqRel);
+    }
+
+    /// Runs `f` outside any scope: keel's own bookkeeping statements (a
+    /// replica's replay position, a commit's LSN) are not the caller's,
+    /// and count in neither its statements nor its N+1 guard.
+    pub(crate) fn outside<T>(f: impl FnOnce() -> T) -> T {
+        let previous = THREAD_OUTSIDE.with(|o| o.replace(true));
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                THREAD_OUTSIDE.with(|o| o.set(self.0));
+            }
+        }
+        let _restore = Restore(previous);
+        f()
+    }
+
+    /// [`QueryScope::outside`] for a future: each of its polls runs outside.
+    pub(crate) async fn outside_in<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| Self::outside(|| f.as_mut().poll(cx))).await
     }
 
     /// The scope's name.
@@ -203,6 +260,9 @@ impl QueryScope {
 
     /// The scope current here: this thread's, else this task's.
     pub fn current() -> Option<Self> {
+        if THREAD_OUTSIDE.with(Cell::get) {
+            return None;
+        }
         if let Some(scope) = THREAD_SCOPE.with(|s| s.borrow().clone()) {
             return Some(scope);
         }

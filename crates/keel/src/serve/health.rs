@@ -1,4 +1,6 @@
-//! `GET /healthz`: the database answers and no migration is pending.
+//! `GET /healthz`: the database answers and no migration is pending; and
+//! how each read replica stands (a replica out of rotation is not a failure:
+//! its reads go to the primary).
 
 use axum::Json;
 use axum::extract::State;
@@ -33,9 +35,12 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
             };
             (
                 code,
-                Json(
-                    json!({ "status": status, "database": "reachable", "pending_migrations": pending }),
-                ),
+                Json(json!({
+                    "status": status,
+                    "database": "reachable",
+                    "pending_migrations": pending,
+                    "replicas": state.db.replica_status(),
+                })),
             )
         }
         Ok(Err(error)) => {

@@ -5,7 +5,8 @@ use axum::http::Method;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use super::routes::AppState;
@@ -21,6 +22,11 @@ pub(crate) struct Metrics {
     pool_idle: IntGauge,
     pool_waiting: IntGauge,
     pool_checkouts: IntGauge,
+    replica_in_rotation: IntGaugeVec,
+    replica_lag_ms: IntGaugeVec,
+    replica_reads: IntGaugeVec,
+    replica_fallbacks: IntGaugeVec,
+    reads_without_replica: IntGauge,
 }
 
 impl Metrics {
@@ -52,6 +58,34 @@ impl Metrics {
             "db_pool_checkouts_total",
             "Connections checked out since start",
         )?;
+        let per_replica =
+            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["replica", "role"]);
+        let replica_in_rotation = per_replica(
+            "db_replica_in_rotation",
+            "1 when the replica takes reads, 0 when it is out of rotation",
+        )?;
+        let replica_lag_ms = per_replica(
+            "db_replica_lag_ms",
+            "How far the replica was behind the primary at the last check",
+        )?;
+        let replica_reads = per_replica("db_replica_reads_total", "Reads the replica answered")?;
+        let replica_fallbacks = per_replica(
+            "db_replica_fallbacks_total",
+            "Reads meant for the replica that went to the primary (behind the caller's write, or failed)",
+        )?;
+        let reads_without_replica = IntGauge::new(
+            "db_reads_without_replica_total",
+            "Reads sent to the primary because no replica was in rotation",
+        )?;
+        for vec in [
+            &replica_in_rotation,
+            &replica_lag_ms,
+            &replica_reads,
+            &replica_fallbacks,
+        ] {
+            registry.register(Box::new(vec.clone()))?;
+        }
+        registry.register(Box::new(reads_without_replica.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(statements.clone()))?;
@@ -69,6 +103,11 @@ impl Metrics {
             pool_idle,
             pool_waiting,
             pool_checkouts,
+            replica_in_rotation,
+            replica_lag_ms,
+            replica_reads,
+            replica_fallbacks,
+            reads_without_replica,
         })
     }
 
@@ -114,6 +153,25 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     metrics.pool_idle.set(gauge(pool.idle));
     metrics.pool_waiting.set(gauge(pool.waiting));
     metrics.pool_checkouts.set(gauge(pool.checkouts));
+    metrics
+        .reads_without_replica
+        .set(gauge(state.db.reads_without_replica()));
+    for vec in [
+        &metrics.replica_in_rotation,
+        &metrics.replica_lag_ms,
+        &metrics.replica_reads,
+        &metrics.replica_fallbacks,
+    ] {
+        vec.reset(); // a replica's role is a label: drop the old one's series
+    }
+    for replica in state.db.replica_status() {
+        let labels = [replica.url.as_str(), replica.role.as_str()];
+        let set = |vec: &IntGaugeVec, value: u64| vec.with_label_values(&labels).set(gauge(value));
+        set(&metrics.replica_in_rotation, u64::from(replica.in_rotation));
+        set(&metrics.replica_lag_ms, replica.lag_ms.unwrap_or(u64::MAX));
+        set(&metrics.replica_reads, replica.reads);
+        set(&metrics.replica_fallbacks, replica.fallbacks);
+    }
     let mut text = Vec::new();
     if let Err(error) = TextEncoder::new().encode(&metrics.registry.gather(), &mut text) {
         tracing::error!(%error, "cannot encode metrics");

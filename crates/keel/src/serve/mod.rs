@@ -30,7 +30,7 @@ use axum::http::header::{CONNECTION, CONTENT_LENGTH};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use keel_repo::asynchronous::AsyncDatabase;
-use keel_repo::{DatabaseConfig, QueryScope};
+use keel_repo::{DatabaseConfig, Lsn, PgBouncerMode, PostgresUrl, QueryScope};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
@@ -78,6 +78,40 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for in-flight requests before cutting them.
     #[arg(long, env = "KEEL_GRACE_PERIOD", default_value = "10", value_parser = seconds, value_name = "SECONDS")]
     grace_period: Duration,
+    /// A read replica of the PostgreSQL primary (repeat for several); adds
+    /// to `DATABASE_REPLICA_URLS`. Reads outside transactions go to them.
+    #[arg(long = "replica-url", value_name = "URL", value_parser = replica_url)]
+    replica_urls: Vec<PostgresUrl>,
+    /// PgBouncer in front of PostgreSQL: `off`, `session` or `transaction`
+    /// (default: `KEEL_PGBOUNCER`, else off).
+    #[arg(long, value_name = "MODE", value_parser = pgbouncer_mode)]
+    pgbouncer: Option<PgBouncerMode>,
+}
+
+fn replica_url(text: &str) -> Result<PostgresUrl, String> {
+    PostgresUrl::parse(text).map_err(|e| format!("not a PostgreSQL URL: {e}"))
+}
+
+fn pgbouncer_mode(text: &str) -> Result<PgBouncerMode, String> {
+    match text {
+        "off" => Ok(PgBouncerMode::Off),
+        "session" => Ok(PgBouncerMode::Session),
+        "transaction" => Ok(PgBouncerMode::Transaction),
+        _ => Err("expected off, session or transaction".to_owned()),
+    }
+}
+
+impl ServeArgs {
+    /// `config` with this command's replica URLs and PgBouncer mode.
+    fn database_config(&self, mut config: DatabaseConfig) -> DatabaseConfig {
+        config
+            .replica_urls
+            .extend(self.replica_urls.iter().cloned());
+        if let Some(mode) = self.pgbouncer {
+            config.pgbouncer = mode;
+        }
+        config
+    }
 }
 
 /// A duration given in seconds, fractions allowed (`0.5`).
@@ -105,6 +139,8 @@ pub fn run(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn std::
 }
 
 async fn serve(config: DatabaseConfig, args: &ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = args.database_config(config);
+    config.check()?;
     let db = AsyncDatabase::connect(&config).await?;
     if !args.no_migrate {
         let applied = db.run_migrations().await?;
@@ -265,9 +301,13 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map(|matched| matched.as_str().to_owned());
     let started = Instant::now();
     let scope = QueryScope::named(format!("{method} {path}")).strict(state.strict);
-    let answered = match declared_oversize(&request) {
-        Some(refused) => Ok(refused),
-        None => {
+    let answered = match (declared_oversize(&request), client_lsn(&request)) {
+        (Some(refused), _) => Ok(refused),
+        (None, Err(refused)) => Ok(*refused),
+        (None, Ok(lsn)) => {
+            if let Some(lsn) = lsn {
+                scope.observe_lsn(lsn);
+            }
             scope
                 .run_async(tokio::time::timeout(
                     state.request_timeout,
@@ -300,6 +340,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
         .headers_mut()
         .insert("x-query-count", HeaderValue::from(statements));
+    if let Some(lsn) = scope.write_lsn()
+        && let Ok(value) = HeaderValue::from_str(&lsn.to_string())
+    {
+        response.headers_mut().insert(LSN_HEADER, value);
+    }
     let status = response.status().as_u16();
     state
         .metrics
@@ -313,6 +358,30 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         "request"
     );
     response
+}
+
+/// The header that carries a write's commit LSN: keel sets it on a response
+/// to a request that wrote (on a pool with replicas), and a client that
+/// sends it back reads its write on any replica.
+const LSN_HEADER: &str = "x-keel-lsn";
+
+/// The LSN a request carries in `X-Keel-Lsn`, if any; a 400 when the header
+/// is not one.
+fn client_lsn(request: &Request) -> Result<Option<Lsn>, Box<Response>> {
+    let Some(value) = request.headers().get(LSN_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str().ok().and_then(|text| text.parse().ok()) {
+        Some(lsn) => Ok(Some(lsn)),
+        None => Err(Box::new(
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_lsn",
+                "X-Keel-Lsn must be a PostgreSQL LSN such as 16/B374D848, as a response gave it",
+            )
+            .into_response(),
+        )),
+    }
 }
 
 async fn shutdown_signal() {

@@ -9,7 +9,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::pool::bb8_pool;
 use super::pool::{PgManager, SqliteManager, deadpool_pool, pg_manager};
 use crate::conn::{Conn, Isolation};
-use crate::executor::{ConnGuard, Executor};
+use crate::executor::{ConnGuard, Executor, OnPrimary};
+use crate::replicas::{self, ReadGuard, ReplicaPool, ReplicaSet, ReplicaStatus, ReplicaTicket};
 use crate::{
     DatabaseConfig, DatabaseUrl, PoolKind, RepoError, RetryPolicy, RetryableError, StatementCounter,
 };
@@ -18,6 +19,8 @@ use crate::{
 /// URL says. Share it by reference (or in an `Arc`) across tasks.
 pub struct AsyncDatabase {
     pool: Pools,
+    /// Read replicas (PostgreSQL), each with a pool of its own.
+    replicas: Option<Arc<ReplicaSet<Pools>>>,
     statements: StatementCounter,
     config: DatabaseConfig,
     checkouts: AtomicU64,
@@ -40,6 +43,7 @@ pub struct PoolStatus {
     pub checkouts: u64,
 }
 
+#[derive(Clone)]
 enum Pools {
     Deadpool(Backends<deadpool::managed::Pool<PgManager>, deadpool::managed::Pool<SqliteManager>>),
     #[cfg(feature = "bb8")]
@@ -48,6 +52,7 @@ enum Pools {
 
 /// One value per backend.
 #[doc(hidden)]
+#[derive(Clone)]
 pub enum Backends<P, S> {
     Postgres(P),
     Sqlite(S),
@@ -80,41 +85,63 @@ impl ConnGuard for PooledConn {
 
 impl AsyncDatabase {
     /// Opens a pool as `config` says and checks that one connection works.
+    /// With replicas, it also opens a pool per replica, checks each once
+    /// (a replica that fails the check takes no reads until it passes) and
+    /// keeps checking them in a background task while the pool lives.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, RepoError> {
+        config
+            .check()
+            .map_err(|e| RepoError::Connection(e.to_string()))?;
         let statements = StatementCounter::new();
         let logged = statements.clone().logging(config.log_statements);
-        let pool = match (config.pool, &config.url) {
-            (PoolKind::Deadpool, DatabaseUrl::Postgres(url)) => {
-                Pools::Deadpool(Backends::Postgres(
-                    deadpool_pool::build(pg_manager(config, url, &logged), config).await?,
-                ))
-            }
-            (PoolKind::Deadpool, DatabaseUrl::Sqlite(path)) => Pools::Deadpool(Backends::Sqlite(
-                deadpool_pool::build(SqliteManager::new(config, path, &logged), config).await?,
-            )),
-            #[cfg(feature = "bb8")]
-            (PoolKind::Bb8, DatabaseUrl::Postgres(url)) => Pools::Bb8(Backends::Postgres(
-                bb8_pool::build(pg_manager(config, url, &logged), config).await?,
-            )),
-            #[cfg(feature = "bb8")]
-            (PoolKind::Bb8, DatabaseUrl::Sqlite(path)) => Pools::Bb8(Backends::Sqlite(
-                bb8_pool::build(SqliteManager::new(config, path, &logged), config).await?,
-            )),
-            #[cfg(not(feature = "bb8"))]
-            (PoolKind::Bb8, _) => {
-                return Err(RepoError::Connection(
-                    "KEEL_POOL=bb8, but keel-repo was built without its `bb8` feature".to_owned(),
-                ));
-            }
+        let pool = Pools::connect(config, &logged).await?;
+        let replicas = if config.replica_urls.is_empty() {
+            None
+        } else {
+            let set = ReplicaSet::open(config, async |replica_config| {
+                Pools::connect(replica_config, &logged).await
+            })
+            .await?;
+            let set = Arc::new(set);
+            set.check_round(&pool, config).await;
+            tokio::spawn(watch_replicas(
+                Arc::downgrade(&set),
+                pool.clone(),
+                config.clone(),
+            ));
+            Some(set)
         };
         Ok(Self {
             pool,
+            replicas,
             #[cfg(feature = "sync")]
             blocking_lane: super::blocking_lane::BlockingLane::new(config, statements.clone()),
             statements,
             config: config.clone(),
             checkouts: AtomicU64::new(0),
         })
+    }
+
+    /// Calls made through the returned handle read from the primary, not
+    /// from a replica: for a read that must see every committed write,
+    /// whatever the scope has done. Without replicas it changes nothing.
+    /// [`crate::QueryScope::read_from_primary`] does the same for a scope.
+    pub fn primary(&self) -> OnPrimary<'_, Self> {
+        OnPrimary(self)
+    }
+
+    /// Each replica's role, lag, and the reads it took: for health checks
+    /// and metrics. Empty without replicas.
+    pub fn replica_status(&self) -> Vec<ReplicaStatus> {
+        self.replicas
+            .as_ref()
+            .map(|set| set.status())
+            .unwrap_or_default()
+    }
+
+    /// Reads that went to the primary because no replica was in rotation.
+    pub fn reads_without_replica(&self) -> u64 {
+        self.replicas.as_ref().map_or(0, |set| set.unrouted())
     }
 
     /// [`AsyncDatabase::connect`] with [`DatabaseConfig::from_env`].
@@ -209,6 +236,17 @@ impl AsyncDatabase {
         super::with_conn(self, f).await
     }
 
+    /// [`AsyncDatabase::with_conn`] for read-only work: on a replica that
+    /// has replayed the current scope's writes, when there are replicas
+    /// (see [`crate::executor::read`]; `f` is cloned to run again on the
+    /// primary should the replica fail). Never write this way.
+    pub async fn with_read_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T> + Clone,
+    ) -> Result<T, RepoError> {
+        crate::executor::read(self, f).await
+    }
+
     /// Runs `f` in one transaction on one connection: `Ok` commits, `Err`
     /// rolls back, and nothing `f` wrote stays. On SQLite the transaction
     /// takes the write lock when it begins (`BEGIN IMMEDIATE`), as in sync
@@ -277,6 +315,12 @@ impl AsyncDatabase {
         match result {
             Ok(value) => {
                 control(&mut pooled, Control::Commit).await?;
+                // The commit LSN is read after COMMIT: one read inside the
+                // transaction would be lower than the commit record.
+                if self.replicas.is_some() {
+                    let mut conn = pooled.conn().map_err(E::from)?;
+                    replicas::record_commit_lsn(&mut conn).await;
+                }
                 Ok(value)
             }
             Err(error) => {
@@ -290,14 +334,7 @@ impl AsyncDatabase {
 
     /// What the pool holds now, and how many checkouts it has served.
     pub fn pool_status(&self) -> PoolStatus {
-        let (size, idle, waiting) = match &self.pool {
-            Pools::Deadpool(Backends::Postgres(pool)) => deadpool_pool::status(pool),
-            Pools::Deadpool(Backends::Sqlite(pool)) => deadpool_pool::status(pool),
-            #[cfg(feature = "bb8")]
-            Pools::Bb8(Backends::Postgres(pool)) => bb8_pool::status(pool),
-            #[cfg(feature = "bb8")]
-            Pools::Bb8(Backends::Sqlite(pool)) => bb8_pool::status(pool),
-        };
+        let (size, idle, waiting) = self.pool.status();
         PoolStatus {
             max_size: u64::from(self.config.effective_pool_size()),
             size,
@@ -309,23 +346,121 @@ impl AsyncDatabase {
 
     pub(crate) async fn checkout(&self) -> Result<PooledConn, RepoError> {
         self.checkouts.fetch_add(1, Ordering::Relaxed);
-        let config = &self.config;
-        Ok(match &self.pool {
-            Pools::Deadpool(Backends::Postgres(pool)) => PooledConn::Deadpool(Backends::Postgres(
+        self.pool.checkout(&self.config).await
+    }
+
+    async fn checkout_read(&self) -> Result<ReadGuard<'_, PooledConn>, RepoError> {
+        if let Some(set) = &self.replicas
+            && let Some((guard, ticket)) = set.checkout_read::<super::Async>().await
+        {
+            return Ok(on_replica(guard, ticket));
+        }
+        Ok(ReadGuard::primary(self.checkout().await?))
+    }
+}
+
+fn on_replica(guard: PooledConn, ticket: ReplicaTicket<'_>) -> ReadGuard<'_, PooledConn> {
+    ReadGuard {
+        guard,
+        replica: Some(ticket),
+    }
+}
+
+impl Pools {
+    async fn connect(
+        config: &DatabaseConfig,
+        logged: &StatementCounter,
+    ) -> Result<Self, RepoError> {
+        Ok(match (config.pool, &config.url) {
+            (PoolKind::Deadpool, DatabaseUrl::Postgres(url)) => Self::Deadpool(Backends::Postgres(
+                deadpool_pool::build(pg_manager(config, url, logged), config).await?,
+            )),
+            (PoolKind::Deadpool, DatabaseUrl::Sqlite(path)) => Self::Deadpool(Backends::Sqlite(
+                deadpool_pool::build(SqliteManager::new(config, path, logged), config).await?,
+            )),
+            #[cfg(feature = "bb8")]
+            (PoolKind::Bb8, DatabaseUrl::Postgres(url)) => Self::Bb8(Backends::Postgres(
+                bb8_pool::build(pg_manager(config, url, logged), config).await?,
+            )),
+            #[cfg(feature = "bb8")]
+            (PoolKind::Bb8, DatabaseUrl::Sqlite(path)) => Self::Bb8(Backends::Sqlite(
+                bb8_pool::build(SqliteManager::new(config, path, logged), config).await?,
+            )),
+            #[cfg(not(feature = "bb8"))]
+            (PoolKind::Bb8, _) => {
+                return Err(RepoError::Connection(
+                    "KEEL_POOL=bb8, but keel-repo was built without its `bb8` feature".to_owned(),
+                ));
+            }
+        })
+    }
+
+    fn status(&self) -> (u64, u64, u64) {
+        match self {
+            Self::Deadpool(Backends::Postgres(pool)) => deadpool_pool::status(pool),
+            Self::Deadpool(Backends::Sqlite(pool)) => deadpool_pool::status(pool),
+            #[cfg(feature = "bb8")]
+            Self::Bb8(Backends::Postgres(pool)) => bb8_pool::status(pool),
+            #[cfg(feature = "bb8")]
+            Self::Bb8(Backends::Sqlite(pool)) => bb8_pool::status(pool),
+        }
+    }
+
+    async fn checkout(&self, config: &DatabaseConfig) -> Result<PooledConn, RepoError> {
+        Ok(match self {
+            Self::Deadpool(Backends::Postgres(pool)) => PooledConn::Deadpool(Backends::Postgres(
                 deadpool_pool::checkout(pool, config).await?,
             )),
-            Pools::Deadpool(Backends::Sqlite(pool)) => PooledConn::Deadpool(Backends::Sqlite(
+            Self::Deadpool(Backends::Sqlite(pool)) => PooledConn::Deadpool(Backends::Sqlite(
                 deadpool_pool::checkout(pool, config).await?,
             )),
             #[cfg(feature = "bb8")]
-            Pools::Bb8(Backends::Postgres(pool)) => {
+            Self::Bb8(Backends::Postgres(pool)) => {
                 PooledConn::Bb8(Backends::Postgres(bb8_pool::checkout(pool, config).await?))
             }
             #[cfg(feature = "bb8")]
-            Pools::Bb8(Backends::Sqlite(pool)) => {
+            Self::Bb8(Backends::Sqlite(pool)) => {
                 PooledConn::Bb8(Backends::Sqlite(bb8_pool::checkout(pool, config).await?))
             }
         })
+    }
+}
+
+impl ReplicaPool for Pools {
+    type Guard = PooledConn;
+
+    async fn checkout_within(
+        &self,
+        config: &DatabaseConfig,
+        limit: Option<std::time::Duration>,
+    ) -> Result<PooledConn, RepoError> {
+        match limit {
+            None => self.checkout(config).await,
+            Some(limit) => tokio::time::timeout(limit, self.checkout(config))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RepoError::Unavailable(format!(
+                        "no connection within {} ms",
+                        limit.as_millis()
+                    )))
+                }),
+        }
+    }
+}
+
+/// Checks the replicas every interval until the pool is dropped.
+async fn watch_replicas(
+    set: std::sync::Weak<ReplicaSet<Pools>>,
+    primary: Pools,
+    config: DatabaseConfig,
+) {
+    let mut ticks = tokio::time::interval(config.replica_check_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(set) = set.upgrade() else { return };
+        set.check_round(&primary, &config).await;
     }
 }
 
@@ -357,6 +492,14 @@ impl Executor for AsyncDatabase {
 
     async fn checkout(&self) -> Result<PooledConn, RepoError> {
         AsyncDatabase::checkout(self).await
+    }
+
+    async fn checkout_read(&self) -> Result<ReadGuard<'_, PooledConn>, RepoError> {
+        AsyncDatabase::checkout_read(self).await
+    }
+
+    fn records_write_lsn(&self) -> bool {
+        self.replicas.is_some()
     }
 
     #[cfg(feature = "sync")]

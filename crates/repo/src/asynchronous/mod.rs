@@ -26,7 +26,7 @@ use std::pin::Pin;
 
 use crate::RepoError;
 use crate::conn::Conn;
-use crate::executor::{ConnGuard, Executor, Mode, finish};
+use crate::executor::{Executor, Mode};
 
 /// Async mode: a method returns its body as a boxed `Send` future.
 pub struct Async;
@@ -42,6 +42,10 @@ impl Mode for Async {
     ) -> Self::Output<'f, T> {
         Box::pin(body)
     }
+
+    fn pause(duration: std::time::Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(duration)
+    }
 }
 
 /// `with_conn` of every async executor: `f` on one checked-out connection,
@@ -50,9 +54,5 @@ async fn with_conn<E: Executor, T>(
     executor: &E,
     f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
 ) -> Result<T, RepoError> {
-    let mut guard = executor.checkout().await?;
-    let mut conn = guard.conn()?;
-    let backend = conn.backend();
-    let result = crate::executor::drive(backend, f(&mut conn)).await;
-    finish(&mut conn, result)
+    crate::executor::call(executor, f).await
 }

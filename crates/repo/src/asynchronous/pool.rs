@@ -311,6 +311,15 @@ pub(crate) mod bb8_pool {
         last_error: LastError,
     }
 
+    impl<M: ManageConnection> Clone for Pool<M> {
+        fn clone(&self) -> Self {
+            Self {
+                pool: self.pool.clone(),
+                last_error: self.last_error.clone(),
+            }
+        }
+    }
+
     pub(crate) type Pooled<M> = bb8::PooledConnection<'static, M>;
 
     /// Open connections, idle ones and callers waiting (bb8 does not count

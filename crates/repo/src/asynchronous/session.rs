@@ -15,6 +15,8 @@ use crate::executor::{ConnGuard, Executor};
 /// at a time.
 pub struct AsyncSession {
     connection: Mutex<PooledConn>,
+    /// Whether writes record their commit LSN (the pool has replicas).
+    records_write_lsn: bool,
 }
 
 impl AsyncDatabase {
@@ -35,6 +37,7 @@ impl AsyncDatabase {
     pub async fn session(&self) -> Result<AsyncSession, RepoError> {
         Ok(AsyncSession {
             connection: Mutex::new(self.checkout().await?),
+            records_write_lsn: self.records_write_lsn(),
         })
     }
 }
@@ -64,5 +67,9 @@ impl Executor for AsyncSession {
 
     async fn checkout(&self) -> Result<SessionGuard<'_>, RepoError> {
         Ok(SessionGuard(self.connection.lock().await))
+    }
+
+    fn records_write_lsn(&self) -> bool {
+        self.records_write_lsn
     }
 }

@@ -15,7 +15,8 @@
 //! dead connection fails one call (with [`RepoError::Unavailable`]) at most.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use diesel::Connection;
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
@@ -29,7 +30,8 @@ use r2d2::ManageConnection;
 use super::Held;
 use crate::conn::{Conn, Isolation};
 use crate::error::ErrorClass;
-use crate::executor::{ConnGuard, Executor, complete_now, migrate_in_place};
+use crate::executor::{ConnGuard, Executor, OnPrimary, complete_now, migrate_in_place};
+use crate::replicas::{self, ReadGuard, ReplicaPool, ReplicaSet, ReplicaStatus};
 use crate::{
     DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
 };
@@ -39,10 +41,13 @@ use crate::{
 /// connection out and returns it.
 pub struct Database {
     pool: BackendPool,
+    /// Read replicas (PostgreSQL), each with a pool of its own.
+    replicas: Option<Arc<ReplicaSet<BackendPool>>>,
     statements: StatementCounter,
     config: DatabaseConfig,
 }
 
+#[derive(Clone)]
 enum BackendPool {
     Postgres(Pool<Manager<PgConnection>>),
     Sqlite(Pool<Manager<SqliteConnection>>),
@@ -108,7 +113,10 @@ impl Instrumentation for Watch {
         if let InstrumentationEvent::FinishQuery {
             error: Some(error), ..
         } = &event
-            && ErrorClass::of(error) == ErrorClass::ConnectionLost
+            && matches!(
+                ErrorClass::of(error),
+                ErrorClass::ConnectionLost | ErrorClass::WrongNode
+            )
         {
             self.lost.store(true, Ordering::Relaxed);
         }
@@ -164,34 +172,47 @@ impl Database {
         config: &DatabaseConfig,
         statements: StatementCounter,
     ) -> Result<Self, RepoError> {
-        let setup = ConnectionSetup {
-            statements: statements.clone().logging(config.log_statements),
-            sqlite_sql: config.sqlite_setup_sql(),
-        };
-        let connect_error = |e: r2d2::Error| config.connection_error(e);
-        let pool = match &config.url {
-            DatabaseUrl::Postgres(url) => BackendPool::Postgres(
-                pool_builder(config)
-                    .connection_customizer(Box::new(setup))
-                    .build(Manager {
-                        inner: ConnectionManager::new(config.postgres_url(url)),
-                    })
-                    .map_err(connect_error)?,
-            ),
-            DatabaseUrl::Sqlite(path) => BackendPool::Sqlite(
-                pool_builder(config)
-                    .connection_customizer(Box::new(setup))
-                    .build(Manager {
-                        inner: ConnectionManager::new(path),
-                    })
-                    .map_err(connect_error)?,
-            ),
+        config
+            .check()
+            .map_err(|e| RepoError::Connection(e.to_string()))?;
+        let logged = statements.clone().logging(config.log_statements);
+        let pool = BackendPool::connect(config, &logged)?;
+        let replicas = if config.replica_urls.is_empty() {
+            None
+        } else {
+            let set = complete_now(ReplicaSet::open(config, async |replica_config| {
+                BackendPool::connect(replica_config, &logged)
+            }))?;
+            let set = Arc::new(set);
+            complete_now(async {
+                set.check_round(&pool, config).await;
+                Ok(())
+            })?;
+            watch_replicas(Arc::downgrade(&set), pool.clone(), config.clone());
+            Some(set)
         };
         Ok(Self {
             pool,
+            replicas,
             statements,
             config: config.clone(),
         })
+    }
+
+    /// Calls made through the returned handle read from the primary, not
+    /// from a replica: for a read that must see every committed write,
+    /// whatever the scope has done. Without replicas it changes nothing.
+    /// [`crate::QueryScope::read_from_primary`] does the same for a scope.
+    pub fn primary(&self) -> OnPrimary<'_, Self> {
+        OnPrimary(self)
+    }
+
+    /// Each replica's role, lag, and the reads it took. Empty without replicas.
+    pub fn replica_status(&self) -> Vec<ReplicaStatus> {
+        self.replicas
+            .as_ref()
+            .map(|set| set.status())
+            .unwrap_or_default()
     }
 
     /// [`Database::connect`] with [`DatabaseConfig::from_env`].
@@ -246,6 +267,17 @@ impl Database {
         f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
     ) -> Result<T, RepoError> {
         super::with_conn(self, f)
+    }
+
+    /// [`Database::with_conn`] for read-only work: on a replica that has
+    /// replayed the current scope's writes, when there are replicas (see
+    /// [`crate::executor::read`]; `f` may run twice, the second time on the
+    /// primary). Never write this way.
+    pub fn with_read_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T> + Clone,
+    ) -> Result<T, RepoError> {
+        super::with_read_conn(self, f)
     }
 
     /// Runs `f` in one transaction on one connection: `Ok` commits, `Err`
@@ -312,6 +344,13 @@ impl Database {
         match result {
             Ok(value) => {
                 complete_now(async { Ok(conn.commit().await?) })?;
+                // Read after COMMIT: inside, the position is below the commit record.
+                if self.replicas.is_some() {
+                    complete_now(async {
+                        replicas::record_commit_lsn(&mut conn).await;
+                        Ok(())
+                    })?;
+                }
                 Ok(value)
             }
             Err(error) => {
@@ -324,22 +363,98 @@ impl Database {
     }
 
     pub(crate) fn checkout(&self) -> Result<Pooled, RepoError> {
+        self.pool.checkout(&self.config, None)
+    }
+}
+
+impl BackendPool {
+    fn connect(config: &DatabaseConfig, logged: &StatementCounter) -> Result<Self, RepoError> {
+        let setup = ConnectionSetup {
+            statements: logged.clone(),
+            sqlite_sql: config.sqlite_setup_sql(),
+        };
+        let connect_error = |e: r2d2::Error| config.connection_error(e);
+        Ok(match &config.url {
+            DatabaseUrl::Postgres(url) => Self::Postgres(
+                pool_builder(config)
+                    .connection_customizer(Box::new(setup))
+                    .build(Manager {
+                        inner: ConnectionManager::new(config.postgres_url(url)),
+                    })
+                    .map_err(connect_error)?,
+            ),
+            DatabaseUrl::Sqlite(path) => Self::Sqlite(
+                pool_builder(config)
+                    .connection_customizer(Box::new(setup))
+                    .build(Manager {
+                        inner: ConnectionManager::new(path),
+                    })
+                    .map_err(connect_error)?,
+            ),
+        })
+    }
+
+    /// A connection, waiting at most `limit` (`None`: the checkout timeout).
+    fn checkout(
+        &self,
+        config: &DatabaseConfig,
+        limit: Option<Duration>,
+    ) -> Result<Pooled, RepoError> {
         let checkout_error = |e: r2d2::Error| {
             let message = e.to_string();
             // r2d2 says "timed out waiting for connection", followed by the
             // last connection error when the database itself is the problem.
             if message.contains(": ") {
-                self.config.connection_error(message)
+                config.connection_error(message)
             } else {
                 RepoError::PoolTimeout {
-                    waited: self.config.checkout_timeout,
+                    waited: limit.unwrap_or(config.checkout_timeout),
                 }
             }
         };
-        Ok(match &self.pool {
-            BackendPool::Postgres(pool) => Pooled::Postgres(pool.get().map_err(checkout_error)?),
-            BackendPool::Sqlite(pool) => Pooled::Sqlite(pool.get().map_err(checkout_error)?),
+        let limit = limit.unwrap_or(config.checkout_timeout);
+        Ok(match self {
+            Self::Postgres(pool) => {
+                Pooled::Postgres(pool.get_timeout(limit).map_err(checkout_error)?)
+            }
+            Self::Sqlite(pool) => Pooled::Sqlite(pool.get_timeout(limit).map_err(checkout_error)?),
         })
+    }
+}
+
+impl ReplicaPool for BackendPool {
+    type Guard = Pooled;
+
+    fn checkout_within(
+        &self,
+        config: &DatabaseConfig,
+        limit: Option<Duration>,
+    ) -> impl Future<Output = Result<Pooled, RepoError>> + Send {
+        std::future::ready(self.checkout(config, limit))
+    }
+}
+
+/// Checks the replicas every interval on a thread of their own, until the
+/// pool is dropped.
+fn watch_replicas(
+    set: Weak<ReplicaSet<BackendPool>>,
+    primary: BackendPool,
+    config: DatabaseConfig,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("keel-replica-check".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(config.replica_check_interval);
+                let Some(set) = set.upgrade() else { return };
+                let _ = complete_now(async {
+                    set.check_round(&primary, &config).await;
+                    Ok(())
+                });
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start the replica check thread: replica states stay as first checked");
     }
 }
 
@@ -349,6 +464,22 @@ impl Executor for Database {
 
     async fn checkout(&self) -> Result<Pooled, RepoError> {
         Database::checkout(self)
+    }
+
+    async fn checkout_read(&self) -> Result<ReadGuard<'_, Pooled>, RepoError> {
+        if let Some(set) = &self.replicas
+            && let Some((guard, ticket)) = set.checkout_read::<super::Blocking>().await
+        {
+            return Ok(ReadGuard {
+                guard,
+                replica: Some(ticket),
+            });
+        }
+        Ok(ReadGuard::primary(self.checkout()?))
+    }
+
+    fn records_write_lsn(&self) -> bool {
+        self.replicas.is_some()
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use crate::RepoError;
 use crate::conn::Conn;
-use crate::executor::{ConnGuard, Executor, Mode, complete_now, finish};
+use crate::executor::{Executor, Mode, complete_now};
 
 /// Sync mode: a method's body runs to its end at once (every statement is a
 /// blocking call), and the method returns its `Result`.
@@ -30,6 +30,11 @@ impl Mode for Blocking {
     ) -> Result<T, RepoError> {
         complete_now(body)
     }
+
+    fn pause(duration: std::time::Duration) -> impl Future<Output = ()> + Send {
+        std::thread::sleep(duration);
+        std::future::ready(())
+    }
 }
 
 /// `with_conn` of every sync executor: `f` on one checked-out connection,
@@ -38,12 +43,15 @@ fn with_conn<E: Executor, T>(
     executor: &E,
     f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T>,
 ) -> Result<T, RepoError> {
-    complete_now(async {
-        let mut guard = executor.checkout().await?;
-        let mut conn = guard.conn()?;
-        let result = f(&mut conn).await;
-        finish(&mut conn, result)
-    })
+    complete_now(crate::executor::call(executor, f))
+}
+
+/// `with_read_conn` of the sync pool: `f` as a read ([`crate::executor::read`]).
+fn with_read_conn<E: Executor, T>(
+    executor: &E,
+    f: impl AsyncFnOnce(&mut Conn<'_>) -> diesel::QueryResult<T> + Clone,
+) -> Result<T, RepoError> {
+    complete_now(crate::executor::read(executor, f))
 }
 
 /// A connection taken out of a session's or transaction's slot for one

@@ -15,6 +15,8 @@ use crate::executor::{ConnGuard, Executor};
 /// [`Database::transaction`] for that).
 pub struct Session {
     connection: Mutex<Option<Pooled>>,
+    /// Whether writes record their commit LSN (the pool has replicas).
+    records_write_lsn: bool,
 }
 
 impl Database {
@@ -34,6 +36,7 @@ impl Database {
     pub fn session(&self) -> Result<Session, RepoError> {
         Ok(Session {
             connection: Mutex::new(Some(self.checkout()?)),
+            records_write_lsn: self.records_write_lsn(),
         })
     }
 }
@@ -55,6 +58,10 @@ impl Executor for Session {
 
     async fn checkout(&self) -> Result<Held<'_, Pooled>, RepoError> {
         Held::take(&self.connection, "session")
+    }
+
+    fn records_write_lsn(&self) -> bool {
+        self.records_write_lsn
     }
 }
 

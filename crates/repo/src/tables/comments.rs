@@ -14,7 +14,7 @@ use keel_models::{Comment, NewComment, Post};
 use keel_schema::{comments, posts};
 use serde::Serialize;
 
-use crate::executor::call;
+use crate::executor::{call, read};
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{InIdList, by_id, distinct_ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found};
@@ -603,7 +603,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
                     format!("{max_depth} is out of range: 1 to {MAX_THREAD_DEPTH} levels"),
                 ));
             }
-            call(db, async |conn| load_thread(conn, post_id, max_depth).await).await
+            read(db, async |conn| load_thread(conn, post_id, max_depth).await).await
         })
     }
 
@@ -612,7 +612,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("comment_id", comment_id)?;
-            call(db, async |conn| run!(conn, load(replies_to(&[comment_id])))).await
+            read(db, async |conn| run!(conn, load(replies_to(&[comment_id])))).await
         })
     }
 
@@ -623,7 +623,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("comment_id", comment_id)?;
-            let found_parent = call(db, async |conn| {
+            let found_parent = read(db, async |conn| {
                 match parent_joined(conn, comment_id).await? {
                     Some(parent) => Ok(Some(Some(parent))),
                     // No parent: a top-level comment, or no comment at all.
@@ -643,7 +643,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("post_id", post_id)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 let comments = run!(conn, load(comments_of_posts(&[post_id])))?;
                 comments_with_parents(conn, comments).await
             })
@@ -657,7 +657,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("comment_id", comment_id)?;
-            let post = call(db, async |conn| {
+            let post = read(db, async |conn| {
                 run!(conn, get_result(post_of_comment(comment_id))).optional()
             })
             .await?;
@@ -671,7 +671,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("author_id", author_id)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 let comments = run!(conn, load(comments_by_author(author_id)))?;
                 comments_with_posts(conn, comments).await
             })
@@ -722,7 +722,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let comment = call(db, async |conn| {
+            let comment = read(db, async |conn| {
                 run!(conn, get_result(comment_by_id(id))).optional()
             })
             .await?;
@@ -743,7 +743,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
             validate::id("post_id", post_id)?;
             validate::limit(limit, MAX_PAGE_SIZE)?;
             let after = after.unwrap_or(0);
-            let comments = call(db, async |conn| {
+            let comments = read(db, async |conn| {
                 run!(conn, load(comments_for_post(post_id, after, limit)))
             })
             .await?;
@@ -756,7 +756,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("author_id", author_id)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 run!(conn, load(comments_by_author(author_id)))
             })
             .await
@@ -777,7 +777,7 @@ impl<'a, E: Executor> CommentRepository<'a, E> {
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
         db.output(async move {
-            let (rows, max_id) = call(db, async |conn| {
+            let (rows, max_id) = read(db, async |conn| {
                 run!(conn, get_result(comment_count_and_max_id()))
             })
             .await?;

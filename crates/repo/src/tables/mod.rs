@@ -10,7 +10,7 @@ pub mod users;
 use serde::Serialize;
 
 use crate::catalog::ColumnInfo;
-use crate::executor::call;
+use crate::executor::read;
 use crate::explain::ExplainedQuery;
 use crate::{Executor, Out, TableSize};
 
@@ -29,9 +29,9 @@ pub struct TableSizes {
 pub fn table_sizes<E: Executor>(db: &E) -> Out<'_, E, TableSizes> {
     db.output(async move {
         Ok(TableSizes {
-            users: call(db, async |conn| users::size(conn).await).await?,
-            posts: call(db, async |conn| posts::size(conn).await).await?,
-            comments: call(db, async |conn| comments::size(conn).await).await?,
+            users: read(db, async |conn| users::size(conn).await).await?,
+            posts: read(db, async |conn| posts::size(conn).await).await?,
+            comments: read(db, async |conn| comments::size(conn).await).await?,
         })
     })
 }

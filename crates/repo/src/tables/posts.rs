@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::comments::{CommentsQuery, comments_matching, comments_of_posts};
 use super::tags::{PostWithTags, load_tags_of_posts, posts_with_tags};
 use super::users::users_by_ids;
-use crate::executor::call;
+use crate::executor::{call, read};
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{InIdList, by_id, distinct_ids, group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found};
@@ -363,7 +363,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let post = call(db, async |conn| {
+            let post = read(db, async |conn| {
                 run!(conn, get_result(post_by_id(id))).optional()
             })
             .await?;
@@ -376,7 +376,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let row = call(db, async |conn| {
+            let row = read(db, async |conn| {
                 run!(conn, get_result(post_with_author(id))).optional()
             })
             .await?;
@@ -389,7 +389,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let post = call(db, async |conn| {
+            let post = read(db, async |conn| {
                 post_with_author_and_comments(conn, id).await
             })
             .await?;
@@ -409,7 +409,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         db.output(crate::QueryScope::repeats_intended_in(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
             let after = after.unwrap_or(0);
-            let posts = call(db, async |conn| {
+            let posts = read(db, async |conn| {
                 let posts = run!(conn, load(posts_after(after, limit)))?;
                 posts_with_authors(conn, posts).await
             })
@@ -423,7 +423,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let post = call(db, async |conn| {
+            let post = read(db, async |conn| {
                 let Some(post) = run!(conn, get_result(post_by_id(id))).optional()? else {
                     return Ok(None);
                 };
@@ -440,7 +440,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("author_id", author_id)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 let posts = run!(conn, load(posts_by_author(author_id)))?;
                 posts_with_tags(conn, posts).await
             })
@@ -474,7 +474,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("author_id", author_id)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 run!(conn, load(posts_by_author(author_id)))
             })
             .await
@@ -489,7 +489,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::email(email)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 run!(conn, load(posts_by_author_email(email)))
             })
             .await
@@ -513,7 +513,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
             if let Some(limit) = query.limit {
                 validate::limit(limit, MAX_PAGE_SIZE)?;
             }
-            call(db, async |conn| comments_matching(conn, query).await).await
+            read(db, async |conn| comments_matching(conn, query).await).await
         })
     }
 
@@ -530,7 +530,7 @@ impl<'a, E: Executor> PostRepository<'a, E> {
     /// Rows in the table and the highest id: 1 statement.
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
-        db.output(async move { call(db, async |conn| size(conn).await).await })
+        db.output(async move { read(db, async |conn| size(conn).await).await })
     }
 }
 

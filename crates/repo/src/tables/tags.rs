@@ -9,7 +9,7 @@ use keel_models::{NewTag, Post, PostTag, Tag};
 use keel_schema::{post_tags, posts, tags};
 use serde::Serialize;
 
-use crate::executor::call;
+use crate::executor::{call, read};
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{InIdList, group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, found};
@@ -282,7 +282,7 @@ impl<'a, E: Executor> TagRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             check_tag_name(name)?;
-            let tag = call(db, async |conn| tag_named(conn, name).await).await?;
+            let tag = read(db, async |conn| tag_named(conn, name).await).await?;
             tag_found(tag, name)
         })
     }
@@ -365,7 +365,7 @@ impl<'a, E: Executor> TagRepository<'a, E> {
             check_tag_name(name)?;
             validate::limit(limit, MAX_PAGE_SIZE)?;
             let after = after.unwrap_or(0);
-            let posts = call(db, async |conn| {
+            let posts = read(db, async |conn| {
                 let Some(tag) = tag_named(conn, name).await? else {
                     return Ok(None);
                 };
@@ -382,7 +382,7 @@ impl<'a, E: Executor> TagRepository<'a, E> {
         db.output(async move {
             validate::id("post_id", post_id)?;
             let rows: Vec<(i32, Tag)> =
-                call(db, async |conn| run!(conn, load(tags_of_posts(&[post_id])))).await?;
+                read(db, async |conn| run!(conn, load(tags_of_posts(&[post_id])))).await?;
             Ok(rows.into_iter().map(|(_, tag)| tag).collect())
         })
     }
@@ -393,7 +393,7 @@ impl<'a, E: Executor> TagRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 let tags = run!(conn, load(tags_by_name(limit)))?;
                 tags_with_posts(conn, tags).await
             })
@@ -404,7 +404,7 @@ impl<'a, E: Executor> TagRepository<'a, E> {
     /// Rows in the table and the highest id: 1 statement.
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
-        db.output(async move { call(db, async |conn| size(conn).await).await })
+        db.output(async move { read(db, async |conn| size(conn).await).await })
     }
 }
 

@@ -18,7 +18,7 @@ use super::posts::{
     posts_with_comments,
 };
 use super::tags::{PostWithTags, posts_with_tags};
-use crate::executor::call;
+use crate::executor::{call, read};
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{InIdList, group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found, prefix_pattern};
@@ -377,7 +377,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let user = call(db, async |conn| {
+            let user = read(db, async |conn| {
                 run!(conn, get_result(user_by_id(id))).optional()
             })
             .await?;
@@ -393,7 +393,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::email(email)?;
-            let user = call(db, async |conn| {
+            let user = read(db, async |conn| {
                 run!(conn, get_result(user_by_email(email))).optional()
             })
             .await?;
@@ -489,7 +489,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
-            call(db, async |conn| run!(conn, load(active_users(limit)))).await
+            read(db, async |conn| run!(conn, load(active_users(limit)))).await
         })
     }
 
@@ -501,7 +501,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         db.output(QueryScope::repeats_intended_in(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
             let after = after.unwrap_or(0);
-            let users = call(db, async |conn| run!(conn, load(users_after(after, limit)))).await?;
+            let users = read(db, async |conn| run!(conn, load(users_after(after, limit)))).await?;
             Ok(Page::new(users, limit, |u| u.id))
         }))
     }
@@ -521,7 +521,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         db.output(async move {
             validate::required_text("last_name", last_name, Some(50))?;
             let pattern = prefix_pattern(first_name_prefix);
-            call(db, async |conn| {
+            read(db, async |conn| {
                 run!(conn, load(users_by_name(last_name, &pattern)))
             })
             .await
@@ -533,7 +533,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let user = call(db, async |conn| user_with_posts(conn, id).await).await?;
+            let user = read(db, async |conn| user_with_posts(conn, id).await).await?;
             found(user, "user", || format!("id {id}"))
         })
     }
@@ -544,7 +544,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let user = call(db, async |conn| {
+            let user = read(db, async |conn| {
                 user_with_posts_and_comments(conn, id).await
             })
             .await?;
@@ -558,7 +558,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
-            call(db, async |conn| active_users_with_posts(conn, limit).await).await
+            read(db, async |conn| active_users_with_posts(conn, limit).await).await
         })
     }
 
@@ -571,7 +571,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 active_users_with_posts_and_comments(conn, limit).await
             })
             .await
@@ -584,7 +584,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let user = call(db, async |conn| {
+            let user = read(db, async |conn| {
                 one_user_with(conn, id, load_posts_and_tags).await
             })
             .await?;
@@ -601,7 +601,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::id("id", id)?;
-            let user = call(db, async |conn| {
+            let user = read(db, async |conn| {
                 one_user_with(conn, id, load_posts_comments_and_tags).await
             })
             .await?;
@@ -618,7 +618,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         let db = self.db;
         db.output(async move {
             validate::limit(limit, MAX_PAGE_SIZE)?;
-            call(db, async |conn| {
+            read(db, async |conn| {
                 let users: Vec<User> = run!(conn, load(active_users(limit)))?;
                 load_posts_comments_and_tags(conn, users).await
             })
@@ -635,7 +635,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
     /// Rows in the table and the highest id: 1 statement.
     pub fn size(&self) -> Out<'a, E, TableSize> {
         let db = self.db;
-        db.output(async move { call(db, async |conn| size(conn).await).await })
+        db.output(async move { read(db, async |conn| size(conn).await).await })
     }
 }
 
