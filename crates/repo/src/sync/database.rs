@@ -31,7 +31,8 @@ use crate::conn::{Conn, Isolation};
 use crate::error::ErrorClass;
 use crate::executor::{ConnGuard, Executor, complete_now, migrate_in_place};
 use crate::{
-    DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
+    DatabaseConfig, DatabaseUrl, PgBouncerMode, RepoError, RetryPolicy, RetryableError,
+    StatementCounter,
 };
 
 /// A pool of sync connections to one database, PostgreSQL or SQLite as its
@@ -116,12 +117,18 @@ impl Instrumentation for Watch {
     }
 }
 
-/// Prepares each new pooled connection: SQLite's pragmas, and the
-/// instrumentation ([`Watch`]) on every backend.
+/// Prepares each new pooled connection: SQLite's pragmas, the statement
+/// cache behind a transaction pooler, and the instrumentation ([`Watch`]) on
+/// every backend.
 #[derive(Debug)]
 struct ConnectionSetup {
     statements: StatementCounter,
     sqlite_sql: String,
+    /// `KEEL_PGBOUNCER=transaction`: consecutive statements may reach
+    /// different server connections, where a statement prepared under a
+    /// name on one is missing (or another client's) on the next. Without a
+    /// cache diesel sends each query unnamed, parsed and run in one message.
+    uncached: bool,
 }
 
 impl ConnectionSetup {
@@ -135,6 +142,10 @@ impl ConnectionSetup {
 
 impl CustomizeConnection<Tracked<PgConnection>, diesel::r2d2::Error> for ConnectionSetup {
     fn on_acquire(&self, conn: &mut Tracked<PgConnection>) -> Result<(), diesel::r2d2::Error> {
+        if self.uncached {
+            conn.conn
+                .set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        }
         let watch = self.watch(conn);
         conn.conn.set_instrumentation(watch);
         Ok(())
@@ -167,6 +178,7 @@ impl Database {
         let setup = ConnectionSetup {
             statements: statements.clone().logging(config.log_statements),
             sqlite_sql: config.sqlite_setup_sql(),
+            uncached: config.pgbouncer == PgBouncerMode::Transaction,
         };
         let connect_error = |e: r2d2::Error| config.connection_error(e);
         let pool = match &config.url {
@@ -222,9 +234,10 @@ impl Database {
         if self.config.is_in_memory() {
             return complete_now(migrate_in_place(self));
         }
-        keel_migrations::Migrator::connect(&self.config.url)
+        let url = self.config.migration_url();
+        keel_migrations::Migrator::connect(url)
             .and_then(|mut migrator| migrator.run_pending())
-            .map_err(|e| RepoError::Connection(self.config.url.redact(&e.to_string())))
+            .map_err(|e| RepoError::Connection(url.redact(&e.to_string())))
     }
 
     /// Counts the statements run on this pool's connections.
