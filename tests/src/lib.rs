@@ -8,10 +8,12 @@
 
 mod cluster;
 mod databases;
+mod pgbouncer;
 
 pub use cluster::PgCluster;
 pub use databases::{PgTestDatabase, SqliteTestDatabase, TestDatabase, in_ci};
 pub use keel_repo::catalog::{ForeignKey, Index};
+pub use pgbouncer::{PgBouncer, PoolMode};
 
 /// keel-repo's configuration for a test database: the defaults, with the
 /// async pool that `KEEL_POOL` names (CI runs the suite once on deadpool and
