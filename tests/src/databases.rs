@@ -107,6 +107,11 @@ impl PgTestDatabase {
         Some(Self { server_url, name })
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The database's URL.
     pub fn url(&self) -> String {
         database_on(&self.server_url, &self.name)

@@ -4,14 +4,18 @@
 //!
 //! PostgreSQL tests need a server at `KEEL_TEST_PG_URL` (default
 //! `postgres://postgres@127.0.0.1:5432`). Without one they skip loudly, except
-//! when `CI` is set: then they fail, so CI never passes on skipped tests.
+//! when `CI` is set: then they fail, so CI never passes on skipped tests. The
+//! same holds for the programs the private fixtures run: [`PgCluster`]
+//! (`initdb`, `pg_ctl`) and [`PgBouncer`] (`pgbouncer`).
 
 mod cluster;
 mod databases;
+mod pgbouncer;
 
 pub use cluster::PgCluster;
 pub use databases::{PgTestDatabase, SqliteTestDatabase, TestDatabase, in_ci};
 pub use keel_repo::catalog::{ForeignKey, Index};
+pub use pgbouncer::{PgBouncer, PoolMode};
 
 /// keel-repo's configuration for a test database: the defaults, with the
 /// async pool that `KEEL_POOL` names (CI runs the suite once on deadpool and

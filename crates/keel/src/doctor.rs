@@ -31,7 +31,7 @@ pub(crate) fn run(
     config: &DatabaseConfig,
     args: &DoctorArgs,
 ) -> Result<bool, Box<dyn std::error::Error>> {
-    let mut findings: Vec<Finding> = Migrator::connect(&config.url)?
+    let mut findings: Vec<Finding> = Migrator::connect(config.migration_url())?
         .status()?
         .into_iter()
         .filter(|m| m.state == MigrationState::Pending)

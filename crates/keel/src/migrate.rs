@@ -40,15 +40,18 @@ pub(crate) fn run(
         println!("{made}");
         return Ok(());
     }
-    on_database(database_url, command).map_err(Into::into)
-}
-
-fn on_database(database_url: Option<&str>, command: &MigrateCommand) -> Result<(), MigrateError> {
     let url = match database_url {
         Some(url) => DatabaseUrl::parse(url)?,
-        None => DatabaseUrl::from_env()?,
+        // KEEL_MIGRATION_URL when set: past a pooler, straight to the primary.
+        None => keel_repo::DatabaseConfig::from_env()?
+            .migration_url()
+            .clone(),
     };
-    let mut migrator = Migrator::connect(&url)?;
+    on_database(&url, command).map_err(Into::into)
+}
+
+fn on_database(url: &DatabaseUrl, command: &MigrateCommand) -> Result<(), MigrateError> {
+    let mut migrator = Migrator::connect(url)?;
     match command {
         MigrateCommand::Run => {
             let applied = migrator.run_pending()?;

@@ -104,6 +104,8 @@ mod instrumentation;
 pub mod loading;
 pub mod maintenance;
 pub mod page;
+#[cfg(feature = "async")]
+mod pgbouncer;
 pub mod replicas;
 mod retry;
 pub mod scope;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::routes::AppState;
 
 pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let url = state.db.config().url.clone();
+    let url = state.db.config().migration_url().clone();
     // A fresh connection, not a pooled one: it proves the server accepts
     // connections now, and reads the migration table.
     let status =

@@ -92,6 +92,7 @@ impl AsyncDatabase {
         config
             .check()
             .map_err(|e| RepoError::Connection(e.to_string()))?;
+        crate::pgbouncer::check_async_support(config).await?;
         let statements = StatementCounter::new();
         let logged = statements.clone().logging(config.log_statements);
         let pool = Pools::connect(config, &logged).await?;
@@ -174,13 +175,13 @@ impl AsyncDatabase {
         if self.config.is_in_memory() {
             return crate::executor::migrate_in_place(self).await;
         }
-        let url = self.config.url.clone();
+        let url = self.config.migration_url().clone();
         tokio::task::spawn_blocking(move || {
             keel_migrations::Migrator::connect(&url).and_then(|mut migrator| migrator.run_pending())
         })
         .await
         .map_err(|e| RepoError::Connection(e.to_string()))?
-        .map_err(|e| RepoError::Connection(self.config.url.redact(&e.to_string())))
+        .map_err(|e| RepoError::Connection(self.config.migration_url().redact(&e.to_string())))
     }
 
     /// Counts the statements run on this pool's connections (those of

@@ -33,7 +33,8 @@ use crate::error::ErrorClass;
 use crate::executor::{ConnGuard, Executor, OnPrimary, complete_now, migrate_in_place};
 use crate::replicas::{self, ReadGuard, ReplicaPool, ReplicaSet, ReplicaStatus};
 use crate::{
-    DatabaseConfig, DatabaseUrl, RepoError, RetryPolicy, RetryableError, StatementCounter,
+    DatabaseConfig, DatabaseUrl, PgBouncerMode, RepoError, RetryPolicy, RetryableError,
+    StatementCounter,
 };
 
 /// A pool of sync connections to one database, PostgreSQL or SQLite as its
@@ -124,12 +125,18 @@ impl Instrumentation for Watch {
     }
 }
 
-/// Prepares each new pooled connection: SQLite's pragmas, and the
-/// instrumentation ([`Watch`]) on every backend.
+/// Prepares each new pooled connection: SQLite's pragmas, the statement
+/// cache behind a transaction pooler, and the instrumentation ([`Watch`]) on
+/// every backend.
 #[derive(Debug)]
 struct ConnectionSetup {
     statements: StatementCounter,
     sqlite_sql: String,
+    /// `KEEL_PGBOUNCER=transaction`: consecutive statements may reach
+    /// different server connections, where a statement prepared under a
+    /// name on one is missing (or another client's) on the next. Without a
+    /// cache diesel sends each query unnamed, parsed and run in one message.
+    uncached: bool,
 }
 
 impl ConnectionSetup {
@@ -143,6 +150,10 @@ impl ConnectionSetup {
 
 impl CustomizeConnection<Tracked<PgConnection>, diesel::r2d2::Error> for ConnectionSetup {
     fn on_acquire(&self, conn: &mut Tracked<PgConnection>) -> Result<(), diesel::r2d2::Error> {
+        if self.uncached {
+            conn.conn
+                .set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        }
         let watch = self.watch(conn);
         conn.conn.set_instrumentation(watch);
         Ok(())
@@ -243,9 +254,10 @@ impl Database {
         if self.config.is_in_memory() {
             return complete_now(migrate_in_place(self));
         }
-        keel_migrations::Migrator::connect(&self.config.url)
+        let url = self.config.migration_url();
+        keel_migrations::Migrator::connect(url)
             .and_then(|mut migrator| migrator.run_pending())
-            .map_err(|e| RepoError::Connection(self.config.url.redact(&e.to_string())))
+            .map_err(|e| RepoError::Connection(url.redact(&e.to_string())))
     }
 
     /// Counts the statements run on this pool's connections.
@@ -372,6 +384,7 @@ impl BackendPool {
         let setup = ConnectionSetup {
             statements: logged.clone(),
             sqlite_sql: config.sqlite_setup_sql(),
+            uncached: config.pgbouncer == PgBouncerMode::Transaction,
         };
         let connect_error = |e: r2d2::Error| config.connection_error(e);
         Ok(match &config.url {
