@@ -350,6 +350,63 @@ mod replica_health {
         );
     }
 
+    /// A replica that is down when the pool opens keeps nothing from
+    /// starting: it is out of rotation, reads go to the primary, and it
+    /// joins once it is up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_down_at_start_joins_when_it_comes_up() {
+        let Some((primary, standby)) = primary_and_standby() else {
+            return;
+        };
+        standby.stop();
+        let db = AsyncDatabase::connect(&config(&primary, &standby))
+            .await
+            .expect("the pool opens without its replica");
+        let status = db.replica_status()[0].clone();
+        assert!(!status.in_rotation, "{status:?}");
+        assert_eq!(status.role, ReplicaRole::Unreachable);
+        let user = db
+            .users()
+            .create(&new_user("late", 1))
+            .await
+            .expect("write");
+        assert_eq!(db.users().get_by_id(user.id).await.expect("read"), user);
+        assert!(db.reads_without_replica() > 0);
+        let standby = Arc::new(standby);
+        let starter = standby.clone();
+        tokio::task::spawn_blocking(move || starter.start_again())
+            .await
+            .expect("start the standby");
+        let started = Instant::now();
+        while !db.replica_status()[0].in_rotation {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                db.replica_status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let position: String = db
+            .with_conn(async |conn| {
+                run!(
+                    conn,
+                    get_result(diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+                        "pg_current_wal_lsn()::text"
+                    )))
+                )
+            })
+            .await
+            .expect("the primary's position");
+        let scope = QueryScope::new();
+        scope.observe_lsn(position.parse().expect("an LSN"));
+        let reads = db.replica_status()[0].reads;
+        scope
+            .run_async(db.users().get_by_id(user.id))
+            .await
+            .expect("read on the replica");
+        assert_eq!(db.replica_status()[0].reads, reads + 1);
+    }
+
     /// A standby whose replay is paused falls behind: over the lag limit it
     /// takes no reads; resumed, it is back.
     #[test]
@@ -450,6 +507,37 @@ mod failover {
             .create(&new_user("standby", 2))
             .expect_err("a standby refuses writes");
         assert!(matches!(&error, RepoError::Unavailable(_)), "{error:?}");
+    }
+
+    /// A multi-host URL whose first host is the standby reaches the primary
+    /// with `target_session_attrs=read-write`, in both modes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_multi_host_url_finds_the_primary_in_both_modes() {
+        let Some((primary, standby)) = primary_and_standby() else {
+            return;
+        };
+        let url = format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+            standby.port(),
+            primary.port()
+        );
+        let config = keel_tests::config(DatabaseUrl::parse(&url).expect("multi-host URL"));
+        let db = AsyncDatabase::connect(&config)
+            .await
+            .expect("async connect");
+        db.users()
+            .create(&new_user("multi-async", 1))
+            .await
+            .expect("async write");
+        let sync_config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = Database::connect(&sync_config).expect("sync connect");
+            db.users()
+                .create(&new_user("multi-sync", 1))
+                .expect("sync write");
+        })
+        .await
+        .expect("sync mode");
     }
 
     /// Synchronous replication, a writer loop on a multi-host URL, the

@@ -103,7 +103,7 @@ impl<'a, E: Executor> BlogStats<'a, E> {
     /// Posts per author: one statement.
     pub fn posts_per_author(&self) -> Out<'a, E, Vec<AuthorPostCount>> {
         let db = self.db;
-        db.output(async move { call(db, async |conn| run!(conn, load(posts_per_author()))).await })
+        db.output(async move { read(db, async |conn| run!(conn, load(posts_per_author()))).await })
     }
 
     /// One author's post count: one statement. Called once per author, it
@@ -111,7 +111,7 @@ impl<'a, E: Executor> BlogStats<'a, E> {
     pub fn post_count_of(&self, author_id: i32) -> Out<'a, E, i64> {
         let db = self.db;
         db.output(async move {
-            call(db, async |conn| {
+            read(db, async |conn| {
                 run!(conn, get_result(post_count_of(author_id)))
             })
             .await

@@ -95,12 +95,12 @@ impl AsyncDatabase {
         crate::pgbouncer::check_async_support(config).await?;
         let statements = StatementCounter::new();
         let logged = statements.clone().logging(config.log_statements);
-        let pool = Pools::connect(config, &logged).await?;
+        let pool = Pools::connect(config, &logged, true).await?;
         let replicas = if config.replica_urls.is_empty() {
             None
         } else {
             let set = ReplicaSet::open(config, async |replica_config| {
-                Pools::connect(replica_config, &logged).await
+                Pools::connect(replica_config, &logged, false).await
             })
             .await?;
             let set = Arc::new(set);
@@ -368,24 +368,27 @@ fn on_replica(guard: PooledConn, ticket: ReplicaTicket<'_>) -> ReadGuard<'_, Poo
 }
 
 impl Pools {
+    /// The pool `config` describes; `verify` opens one connection now.
     async fn connect(
         config: &DatabaseConfig,
         logged: &StatementCounter,
+        verify: bool,
     ) -> Result<Self, RepoError> {
         Ok(match (config.pool, &config.url) {
             (PoolKind::Deadpool, DatabaseUrl::Postgres(url)) => Self::Deadpool(Backends::Postgres(
-                deadpool_pool::build(pg_manager(config, url, logged), config).await?,
+                deadpool_pool::build(pg_manager(config, url, logged), config, verify).await?,
             )),
             (PoolKind::Deadpool, DatabaseUrl::Sqlite(path)) => Self::Deadpool(Backends::Sqlite(
-                deadpool_pool::build(SqliteManager::new(config, path, logged), config).await?,
+                deadpool_pool::build(SqliteManager::new(config, path, logged), config, verify)
+                    .await?,
             )),
             #[cfg(feature = "bb8")]
             (PoolKind::Bb8, DatabaseUrl::Postgres(url)) => Self::Bb8(Backends::Postgres(
-                bb8_pool::build(pg_manager(config, url, logged), config).await?,
+                bb8_pool::build(pg_manager(config, url, logged), config, verify).await?,
             )),
             #[cfg(feature = "bb8")]
             (PoolKind::Bb8, DatabaseUrl::Sqlite(path)) => Self::Bb8(Backends::Sqlite(
-                bb8_pool::build(SqliteManager::new(config, path, logged), config).await?,
+                bb8_pool::build(SqliteManager::new(config, path, logged), config, verify).await?,
             )),
             #[cfg(not(feature = "bb8"))]
             (PoolKind::Bb8, _) => {

@@ -180,7 +180,14 @@ pub(crate) mod deadpool_pool {
         )
     }
 
-    pub(crate) async fn build<M>(manager: M, config: &DatabaseConfig) -> Result<Pool<M>, RepoError>
+    /// The pool; with `verify`, one connection is opened now, so a bad URL
+    /// fails here and not on first use (a replica's pool skips it: a
+    /// replica that is down must not keep the service from starting).
+    pub(crate) async fn build<M>(
+        manager: M,
+        config: &DatabaseConfig,
+        verify: bool,
+    ) -> Result<Pool<M>, RepoError>
     where
         M: Manager<Error = PoolError> + 'static,
     {
@@ -212,8 +219,9 @@ pub(crate) mod deadpool_pool {
             // … and one left idle in the pool is closed by a sweep.
             tokio::spawn(sweep(pool.weak(), expiry, every));
         }
-        // Open one connection now, so a bad URL fails here, not on first use.
-        drop(checkout(&pool, config).await?);
+        if verify {
+            drop(checkout(&pool, config).await?);
+        }
         Ok(pool)
     }
 
@@ -364,7 +372,13 @@ pub(crate) mod bb8_pool {
         }
     }
 
-    pub(crate) async fn build<M>(manager: M, config: &DatabaseConfig) -> Result<Pool<M>, RepoError>
+    /// The pool; with `verify`, one connection is opened now (see
+    /// `deadpool_pool::build`).
+    pub(crate) async fn build<M>(
+        manager: M,
+        config: &DatabaseConfig,
+        verify: bool,
+    ) -> Result<Pool<M>, RepoError>
     where
         M: ManageConnection<Error = PoolError>,
     {
@@ -380,7 +394,9 @@ pub(crate) mod bb8_pool {
             .error_sink(Box::new(last_error.clone()))
             .build_unchecked(manager);
         let pool = Pool { pool, last_error };
-        drop(checkout(&pool, config).await?);
+        if verify {
+            drop(checkout(&pool, config).await?);
+        }
         Ok(pool)
     }
 

@@ -187,12 +187,12 @@ impl Database {
             .check()
             .map_err(|e| RepoError::Connection(e.to_string()))?;
         let logged = statements.clone().logging(config.log_statements);
-        let pool = BackendPool::connect(config, &logged)?;
+        let pool = BackendPool::connect(config, &logged, true)?;
         let replicas = if config.replica_urls.is_empty() {
             None
         } else {
             let set = complete_now(ReplicaSet::open(config, async |replica_config| {
-                BackendPool::connect(replica_config, &logged)
+                BackendPool::connect(replica_config, &logged, false)
             }))?;
             let set = Arc::new(set);
             complete_now(async {
@@ -380,7 +380,15 @@ impl Database {
 }
 
 impl BackendPool {
-    fn connect(config: &DatabaseConfig, logged: &StatementCounter) -> Result<Self, RepoError> {
+    /// The pool `config` describes. With `verify`, r2d2 opens its first
+    /// connection now, so a bad URL fails here; a replica's pool opens its
+    /// connections lazily (a replica that is down must not keep the service
+    /// from starting).
+    fn connect(
+        config: &DatabaseConfig,
+        logged: &StatementCounter,
+        verify: bool,
+    ) -> Result<Self, RepoError> {
         let setup = ConnectionSetup {
             statements: logged.clone(),
             sqlite_sql: config.sqlite_setup_sql(),
@@ -389,20 +397,20 @@ impl BackendPool {
         let connect_error = |e: r2d2::Error| config.connection_error(e);
         Ok(match &config.url {
             DatabaseUrl::Postgres(url) => Self::Postgres(
-                pool_builder(config)
-                    .connection_customizer(Box::new(setup))
-                    .build(Manager {
-                        inner: ConnectionManager::new(config.postgres_url(url)),
-                    })
-                    .map_err(connect_error)?,
+                build_pool(
+                    pool_builder(config).connection_customizer(Box::new(setup)),
+                    ConnectionManager::new(config.postgres_url(url)),
+                    verify,
+                )
+                .map_err(connect_error)?,
             ),
             DatabaseUrl::Sqlite(path) => Self::Sqlite(
-                pool_builder(config)
-                    .connection_customizer(Box::new(setup))
-                    .build(Manager {
-                        inner: ConnectionManager::new(path),
-                    })
-                    .map_err(connect_error)?,
+                build_pool(
+                    pool_builder(config).connection_customizer(Box::new(setup)),
+                    ConnectionManager::new(path),
+                    verify,
+                )
+                .map_err(connect_error)?,
             ),
         })
     }
@@ -493,6 +501,20 @@ impl Executor for Database {
 
     fn records_write_lsn(&self) -> bool {
         self.replicas.is_some()
+    }
+}
+
+/// r2d2's `build` (waits for the first connection) or `build_unchecked`.
+fn build_pool<C: R2D2Connection + Send + 'static>(
+    builder: r2d2::Builder<Manager<C>>,
+    inner: ConnectionManager<C>,
+    verify: bool,
+) -> Result<Pool<Manager<C>>, r2d2::Error> {
+    let manager = Manager { inner };
+    if verify {
+        builder.build(manager)
+    } else {
+        Ok(builder.build_unchecked(manager))
     }
 }
 
