@@ -4,7 +4,9 @@
 //!
 //! PostgreSQL tests need a server at `KEEL_TEST_PG_URL` (default
 //! `postgres://postgres@127.0.0.1:5432`). Without one they skip loudly, except
-//! when `CI` is set: then they fail, so CI never passes on skipped tests.
+//! when `CI` is set: then they fail, so CI never passes on skipped tests. The
+//! same holds for the programs the private fixtures run: [`PgCluster`]
+//! (`initdb`, `pg_ctl`) and [`PgBouncer`] (`pgbouncer`).
 
 mod cluster;
 mod databases;
