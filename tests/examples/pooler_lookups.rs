@@ -10,8 +10,9 @@
 //! - async through PgBouncer in session pooling.
 //!
 //! One client, one connection, lookups one after another (so the figure is
-//! latency: the extra hop and the extra work per statement). The paths run
-//! interleaved, `--repeat` times, and the median of each is reported.
+//! latency: the extra hop and the extra work per statement). The paths take
+//! turns in blocks of 200 lookups; a run is LOOKUPS per path, and the median
+//! of REPEAT runs is reported.
 //! Client, PgBouncer and PostgreSQL share the machine: same-host figures.
 //!
 //! ```sh
@@ -31,6 +32,7 @@ use keel_repo::{DatabaseConfig, DatabaseUrl, PgBouncerMode, RepoError};
 use keel_tests::{PgBouncer, PgTestDatabase, PoolMode, TestDatabase};
 
 const USERS: usize = 1000;
+const BLOCK: usize = 200;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -90,23 +92,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); sync_paths.len() + async_paths.len()];
+    // Each run takes turns in blocks of BLOCK lookups per path, so that
+    // whatever else the machine does in a moment weighs on every path alike.
     for _ in 0..repeat {
-        for (i, (_, pool)) in sync_paths.iter().enumerate() {
-            let started = Instant::now();
-            for n in 0..lookups {
-                pool.users().get_by_id(ids[n % ids.len()])?;
-            }
-            times[i].push(started.elapsed());
-        }
-        for (i, (_, pool)) in async_paths.iter().enumerate() {
-            let elapsed = runtime.block_on(async {
+        let mut run = vec![Duration::ZERO; times.len()];
+        for block in 0..lookups.div_ceil(BLOCK) {
+            let range = block * BLOCK..lookups.min((block + 1) * BLOCK);
+            for (i, (_, pool)) in sync_paths.iter().enumerate() {
                 let started = Instant::now();
-                for n in 0..lookups {
-                    pool.users().get_by_id(ids[n % ids.len()]).await?;
+                for n in range.clone() {
+                    pool.users().get_by_id(ids[n % ids.len()])?;
                 }
-                Ok::<_, RepoError>(started.elapsed())
-            })?;
-            times[sync_paths.len() + i].push(elapsed);
+                run[i] += started.elapsed();
+            }
+            for (i, (_, pool)) in async_paths.iter().enumerate() {
+                run[sync_paths.len() + i] += runtime.block_on(async {
+                    let started = Instant::now();
+                    for n in range.clone() {
+                        pool.users().get_by_id(ids[n % ids.len()]).await?;
+                    }
+                    Ok::<_, RepoError>(started.elapsed())
+                })?;
+            }
+        }
+        for (all, this) in times.iter_mut().zip(run) {
+            all.push(this);
         }
     }
 

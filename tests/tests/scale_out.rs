@@ -342,6 +342,12 @@ mod replica_health {
         for reader in readers {
             reader.await.expect("reader");
         }
+        println!(
+            "standby stopped mid-load: {} reads, {} failed, {} answered by the replica",
+            reads.load(Ordering::Relaxed),
+            failures.load(Ordering::Relaxed),
+            db.replica_status()[0].reads
+        );
         assert_eq!(failures.load(Ordering::Relaxed), 0, "reads failed");
         assert!(reads.load(Ordering::Relaxed) > 100);
         assert!(
@@ -501,6 +507,29 @@ mod failover {
             "the connection that reached a standby was reused"
         );
 
+        // A transaction is refused at BEGIN (SERIALIZABLE on a hot
+        // standby): the same, connection closed included.
+        let before_transaction: i32 = backend_pid().await;
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        };
+        let error = db
+            .transaction_with_retry(&policy, async |tx| {
+                tx.users().create(&new_user("standby", 3)).await
+            })
+            .await
+            .expect_err("a standby refuses transactions that write");
+        assert!(
+            matches!(&error, RepoError::Unavailable(m) if m.contains("cannot write")),
+            "{error:?}"
+        );
+        assert_ne!(
+            before_transaction,
+            backend_pid().await,
+            "the refused connection was reused"
+        );
+
         let sync_db = Database::connect(&config).expect("connect sync");
         let error = sync_db
             .users()
@@ -568,21 +597,26 @@ mod failover {
         let (old, new) = (primary.clone(), standby.clone());
         let failover = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let stopped_at = Instant::now();
-            let promote_took = tokio::task::spawn_blocking(move || {
+            tokio::task::spawn_blocking(move || {
+                let stopping = Instant::now();
                 old.kill();
-                new.promote()
+                let stopped = Instant::now();
+                new.promote();
+                (stopping, stopped, Instant::now())
             })
             .await
-            .expect("fail over");
-            (stopped_at, promote_took)
+            .expect("fail over")
         });
         let policy = RetryPolicy::default();
         let mut acknowledged = Vec::new();
         let mut errors = 0u32;
-        let started = Instant::now();
         let mut n = 0;
-        while started.elapsed() < Duration::from_millis(3500) {
+        let mut finished_at = None;
+        // Writes go on until a second after the promote returned.
+        while finished_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(1)) {
+            if finished_at.is_none() && failover.is_finished() {
+                finished_at = Some(Instant::now());
+            }
             n += 1;
             let user = new_user("failover", n);
             let result = db
@@ -596,25 +630,29 @@ mod failover {
                 }
             }
         }
-        let (stopped_at, promote_took) = failover.await.expect("failover task");
-        // The write outage: the longest gap between two acknowledged writes
-        // around the failover.
-        let outage = acknowledged
-            .windows(2)
-            .map(|pair| pair[1].1 - pair[0].1)
-            .max()
-            .unwrap_or_default();
-        let after = acknowledged
+        let (stopping, stopped, promoted) = failover.await.expect("failover task");
+        let before = acknowledged.iter().filter(|(_, at)| *at < stopping).count();
+        let during = acknowledged
             .iter()
-            .filter(|(_, at)| *at > stopped_at)
+            .filter(|(_, at)| *at >= stopping && *at < promoted)
             .count();
+        let first_after = acknowledged
+            .iter()
+            .map(|(_, at)| *at)
+            .find(|at| *at >= promoted)
+            .expect("no write succeeded after the promote");
+        // The outage a writer saw: from the moment the primary began to stop
+        // to the first write acknowledged by the new primary.
+        let outage = first_after - stopping;
         println!(
-            "failover: {} writes acknowledged ({after} after the primary was stopped), {errors} \
-             failed during the switch; promote took {promote_took:?}; longest gap between \
-             acknowledged writes {outage:?}",
-            acknowledged.len()
+            "failover: {} writes acknowledged ({before} before the primary was stopped, {during} \
+             while it stopped and the standby was promoted, the rest after), {errors} failed; \
+             stopping took {:?}, the promote {:?}; writes resumed {outage:?} after the primary \
+             began to stop",
+            acknowledged.len(),
+            stopped - stopping,
+            promoted - stopped,
         );
-        assert!(after > 0, "no write succeeded after the failover");
         assert!(
             outage < Duration::from_secs(5),
             "writes stopped for {outage:?}"
@@ -630,6 +668,11 @@ mod failover {
             .map(|(id, _)| *id)
             .filter(|id| !stored.contains(id))
             .collect();
+        println!(
+            "failover: {} of {} acknowledged writes missing on the new primary",
+            lost.len(),
+            acknowledged.len()
+        );
         assert!(
             lost.is_empty(),
             "acknowledged writes lost in the failover: {lost:?}"

@@ -50,16 +50,7 @@ pub(crate) fn run(
         AnyConnection::Postgres(mut conn) => doctor::diagnose(&mut conn, &compiled)?,
         AnyConnection::Sqlite(mut conn) => doctor::diagnose(&mut conn, &compiled)?,
     });
-    // Connecting with replicas checks each one once: role, position, lag.
-    let replicas = if config.replica_urls.is_empty() {
-        Vec::new()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(keel_repo::asynchronous::AsyncDatabase::connect(config))?
-            .replica_status()
-    };
+    let replicas = keel_repo::replicas::inspect(config)?;
     findings.extend(replicas.iter().filter(|r| !r.in_rotation).map(|replica| {
         let why = replica.last_error.as_deref().unwrap_or("out of rotation");
         Finding {

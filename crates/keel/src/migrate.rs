@@ -40,14 +40,10 @@ pub(crate) fn run(
         println!("{made}");
         return Ok(());
     }
-    let url = match database_url {
-        Some(url) => DatabaseUrl::parse(url)?,
-        // KEEL_MIGRATION_URL when set: past a pooler, straight to the primary.
-        None => keel_repo::DatabaseConfig::from_env()?
-            .migration_url()
-            .clone(),
-    };
-    on_database(&url, command).map_err(Into::into)
+    // KEEL_MIGRATION_URL when set (past a pooler, straight to the primary),
+    // else the database (clap fills `database_url` from DATABASE_URL too).
+    let config = crate::database_config(database_url)?;
+    on_database(config.migration_url(), command).map_err(Into::into)
 }
 
 fn on_database(url: &DatabaseUrl, command: &MigrateCommand) -> Result<(), MigrateError> {

@@ -211,7 +211,7 @@ impl DatabaseConfig {
             config.max_replica_lag = Duration::from_millis(ms);
         }
         if let Some(ms) = env_number("KEEL_REPLICA_CHECK_MS")? {
-            config.replica_check_interval = Duration::from_millis(ms.max(1));
+            config.replica_check_interval = Duration::from_millis(ms);
         }
         if let Some(mode) = env_text("KEEL_PGBOUNCER")? {
             config.pgbouncer = match mode.as_str() {
@@ -242,6 +242,11 @@ impl DatabaseConfig {
         if !postgres && !self.replica_urls.is_empty() {
             return Err(ConfigError::Unsupported(
                 "DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL",
+            ));
+        }
+        if !self.replica_urls.is_empty() && self.replica_check_interval.is_zero() {
+            return Err(ConfigError::Unsupported(
+                "the replica check interval (KEEL_REPLICA_CHECK_MS) must be above 0",
             ));
         }
         if !postgres && self.pgbouncer != PgBouncerMode::Off {

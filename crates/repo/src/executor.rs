@@ -223,7 +223,6 @@ impl<E: Executor> Executor for OnPrimary<'_, E> {
 /// Runs a future that completes on its first poll (sync mode: every
 /// statement already ran). One that is still pending (it awaited something
 /// other than keel's sync connections) is an error, not a hang.
-#[cfg(feature = "sync")]
 pub(crate) fn complete_now<T>(
     body: impl Future<Output = Result<T, RepoError>>,
 ) -> Result<T, RepoError> {

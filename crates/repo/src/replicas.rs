@@ -38,11 +38,11 @@ use std::time::{Duration, Instant};
 
 use diesel::dsl::sql;
 use diesel::result::QueryResult;
-use diesel::sql_types::{Bool, Nullable, Text};
+use diesel::sql_types::{Bool, Double, Nullable, Text};
 
 use crate::conn::Conn;
 use crate::error::ErrorClass;
-use crate::executor::{ConnGuard, Mode};
+use crate::executor::{ConnGuard, Mode, complete_now};
 use crate::{DatabaseConfig, QueryScope, RepoError, run};
 
 /// A position in PostgreSQL's write-ahead log (`pg_lsn`), as PostgreSQL
@@ -168,10 +168,13 @@ impl ReplicaState {
         }
     }
 
-    /// Takes the replica out of rotation after `error`.
+    /// Takes the replica out of rotation after `error`. Its cached replay
+    /// position is forgotten: a standby that restarts after a crash
+    /// resumes from its last restart point, which may be below it.
     fn out(&self, role: ReplicaRole, error: impl fmt::Display) {
         let was_in = self.in_rotation.swap(false, Ordering::AcqRel);
         self.role.store(role as u8, Ordering::Release);
+        self.replay_lsn.store(0, Ordering::Release);
         let message = error.to_string();
         if was_in {
             tracing::warn!(replica = %self.url, error = %message, "replica out of rotation");
@@ -179,16 +182,25 @@ impl ReplicaState {
         self.set_error(Some(message));
     }
 
+    /// Whether the replica is known to have replayed `lsn`. One replica
+    /// URL must mean one server: behind a load balancer over several
+    /// standbys, one's position says nothing about another's.
     fn replayed(&self, lsn: Lsn) -> bool {
         self.replay_lsn.load(Ordering::Acquire) >= lsn.get()
     }
 
+    /// Raises the cached position to one a read just saw (replay only
+    /// moves forward while the server runs).
     fn saw_replay(&self, lsn: Option<Lsn>) {
         if let Some(lsn) = lsn {
             self.replay_lsn.fetch_max(lsn.get(), Ordering::AcqRel);
         }
     }
 }
+
+/// Longest wait for a free connection of a replica's pool before a read
+/// goes to the primary instead.
+const BUSY_REPLICA_WAIT: Duration = Duration::from_millis(250);
 
 /// A pool of one mode, as the replica set uses it.
 pub(crate) trait ReplicaPool: Sync {
@@ -370,11 +382,20 @@ impl<P: ReplicaPool> ReplicaSet<P> {
             return None;
         };
         let state = &replica.state;
-        let mut guard = match replica.pool.checkout_within(&replica.config, None).await {
+        // A busy replica pool is no reason to keep a read waiting long: the
+        // primary can take it. A busy pool is not a broken replica, either.
+        let limit = replica.config.checkout_timeout.min(BUSY_REPLICA_WAIT);
+        let mut guard = match replica
+            .pool
+            .checkout_within(&replica.config, Some(limit))
+            .await
+        {
             Ok(guard) => guard,
             Err(error) => {
                 state.fallbacks.fetch_add(1, Ordering::Relaxed);
-                state.out(ReplicaRole::Unreachable, error);
+                if !matches!(error, RepoError::PoolTimeout { .. }) {
+                    state.out(ReplicaRole::Unreachable, error);
+                }
                 return None;
             }
         };
@@ -412,7 +433,8 @@ impl<P: ReplicaPool> ReplicaSet<P> {
             let mut conn = guard.conn()?;
             let replayed = QueryScope::outside_in(replay_lsn(&mut conn)).await?;
             state.saw_replay(replayed);
-            if state.replayed(lsn) {
+            // This connection's own answer decides, not the cached maximum.
+            if replayed.is_some_and(|replayed| replayed >= lsn) {
                 return Ok(true);
             }
             let now = Instant::now();
@@ -432,7 +454,7 @@ impl<P: ReplicaPool> ReplicaSet<P> {
         let limit = Some(self.interval.max(Duration::from_secs(1)));
         let primary_lsn = match primary.checkout_within(primary_config, limit).await {
             Ok(mut guard) => match guard.conn() {
-                Ok(mut conn) => current_lsn(&mut conn).await.ok().flatten(),
+                Ok(mut conn) => written_lsn(&mut conn).await.ok().flatten(),
                 Err(_) => None,
             },
             Err(_) => None,
@@ -473,7 +495,7 @@ impl<P: ReplicaPool> ReplicaSet<P> {
                 .map_err(RepoError::from),
             Err(error) => Err(error),
         };
-        let (in_recovery, replayed) = match reading {
+        let (in_recovery, replayed, replay_age) = match reading {
             Ok(reading) => reading,
             Err(error) => return state.out(ReplicaRole::Unreachable, error),
         };
@@ -486,18 +508,26 @@ impl<P: ReplicaPool> ReplicaSet<P> {
         let replayed = replayed
             .as_deref()
             .and_then(|text| text.parse::<Lsn>().ok());
-        state.saw_replay(replayed);
-        let Some(lag) = self.lag_of(replayed, primary_lsn) else {
+        // A check reads the position afresh: it replaces what reads cached.
+        state
+            .replay_lsn
+            .store(replayed.map_or(0, Lsn::get), Ordering::Release);
+        state
+            .role
+            .store(ReplicaRole::Standby as u8, Ordering::Release);
+        let Some(primary_lsn) = primary_lsn else {
+            // The primary could not be asked (busy, or down): the replica
+            // keeps its place in or out of rotation until it can be.
+            return;
+        };
+        let Some(lag) = self.lag_of(replayed, primary_lsn, replay_age) else {
             return state.out(
-                ReplicaRole::Unreachable,
-                "its lag is unknown: the primary's position could not be read",
+                ReplicaRole::Standby,
+                "it is behind the primary by an unknown time (nothing replayed yet)",
             );
         };
         let lag_ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX - 1);
         state.lag_ms.store(lag_ms, Ordering::Release);
-        state
-            .role
-            .store(ReplicaRole::Standby as u8, Ordering::Release);
         if lag > self.max_lag {
             state.out(
                 ReplicaRole::Standby,
@@ -518,27 +548,91 @@ impl<P: ReplicaPool> ReplicaSet<P> {
 impl<P> ReplicaSet<P> {
     /// How far behind a replica that has replayed `replayed` is: nothing
     /// when it has the primary's current position; else the age of the
-    /// newest recorded primary position it has reached (or of the oldest
-    /// recorded one, at least, when it has reached none). Replay timestamps
-    /// are not used: on an idle primary the last commit is old however
-    /// current the replica is.
-    fn lag_of(&self, replayed: Option<Lsn>, primary_lsn: Option<Lsn>) -> Option<Duration> {
-        let primary_lsn = primary_lsn?;
+    /// newest recorded primary position it has reached; else (it has
+    /// reached none of them: the first check, or a lag past the recorded
+    /// window) the age of its last replayed commit, `replay_age`. That age
+    /// alone would mislead on an idle primary, whose last commit is old
+    /// however current the replica is, hence the recorded positions first.
+    fn lag_of(
+        &self,
+        replayed: Option<Lsn>,
+        primary_lsn: Lsn,
+        replay_age: Option<f64>,
+    ) -> Option<Duration> {
         let replayed = replayed.map_or(0, Lsn::get);
         if replayed >= primary_lsn.get() {
             return Some(Duration::ZERO);
         }
         let history = self.history.lock().ok()?;
-        let reached = history
-            .iter()
-            .rev()
-            .find(|(lsn, _)| lsn.get() <= replayed)
-            .or(history.front())?;
-        Some(reached.1.elapsed())
+        let reached = history.iter().rev().find(|(lsn, _)| lsn.get() <= replayed);
+        match reached {
+            Some((_, at)) => Some(at.elapsed()),
+            None => replay_age
+                .filter(|age| age.is_finite())
+                .map(|age| Duration::from_secs_f64(age.clamp(0.0, 1e9))),
+        }
     }
 }
 
-/// The primary's current write position, read outside any scope.
+/// Each replica of `config` checked once, on connections of its own (no
+/// pool, no background check): role, replay position and lag, as `keel
+/// doctor` reports them. Statements go unnamed, so a transaction-pooling
+/// PgBouncer in between is no problem.
+pub fn inspect(config: &DatabaseConfig) -> Result<Vec<ReplicaStatus>, RepoError> {
+    if config.replica_urls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let set = complete_now(ReplicaSet::open(config, async |_| Ok(Direct)))?;
+    complete_now(async {
+        set.check_round(&Direct, config).await;
+        Ok(())
+    })?;
+    Ok(set.status())
+}
+
+/// A new sync PostgreSQL connection per checkout: [`inspect`]'s "pool".
+struct Direct;
+
+/// [`Direct`]'s connection.
+struct DirectConn(diesel::pg::PgConnection);
+
+impl ConnGuard for DirectConn {
+    fn conn(&mut self) -> Result<Conn<'_>, RepoError> {
+        Ok(Conn::Postgres(&mut self.0))
+    }
+}
+
+impl ReplicaPool for Direct {
+    type Guard = DirectConn;
+
+    fn checkout_within(
+        &self,
+        config: &DatabaseConfig,
+        _limit: Option<Duration>,
+    ) -> impl Future<Output = Result<DirectConn, RepoError>> + Send {
+        use diesel::Connection as _;
+        let connected = match &config.url {
+            crate::DatabaseUrl::Postgres(url) => {
+                diesel::pg::PgConnection::establish(&config.postgres_url(url))
+                    .map(|mut conn| {
+                        conn.set_prepared_statement_cache_size(
+                            diesel::connection::CacheSize::Disabled,
+                        );
+                        DirectConn(conn)
+                    })
+                    .map_err(|e| config.connection_error(e))
+            }
+            crate::DatabaseUrl::Sqlite(_) => Err(RepoError::Connection(
+                "replicas are PostgreSQL servers".to_owned(),
+            )),
+        };
+        std::future::ready(connected)
+    }
+}
+
+/// The primary's WAL position after a commit, read outside any scope: the
+/// insert position, at or past the commit record even when COMMIT returned
+/// before its WAL was written (`synchronous_commit = off`).
 pub(crate) async fn current_lsn(conn: &mut Conn<'_>) -> QueryResult<Option<Lsn>> {
     let text: String = QueryScope::outside_in(async {
         run!(
@@ -546,6 +640,20 @@ pub(crate) async fn current_lsn(conn: &mut Conn<'_>) -> QueryResult<Option<Lsn>>
             get_result(diesel::select(sql::<Text>(
                 "pg_current_wal_insert_lsn()::text"
             )))
+        )
+    })
+    .await?;
+    Ok(text.parse().ok())
+}
+
+/// The primary's written WAL position, for the replica checks: what a
+/// standby can have received (the insert position can sit past a page
+/// header that replay never reaches, and an idle replica would look behind).
+async fn written_lsn(conn: &mut Conn<'_>) -> QueryResult<Option<Lsn>> {
+    let text: String = QueryScope::outside_in(async {
+        run!(
+            conn,
+            get_result(diesel::select(sql::<Text>("pg_current_wal_lsn()::text")))
         )
     })
     .await?;
@@ -563,13 +671,17 @@ async fn replay_lsn(conn: &mut Conn<'_>) -> QueryResult<Option<Lsn>> {
     Ok(text.and_then(|text| text.parse().ok()))
 }
 
-/// A replica's role and replay position.
-async fn probe(conn: &mut Conn<'_>) -> QueryResult<(bool, Option<String>)> {
+/// A replica's role, replay position, and the age of its last replayed
+/// commit in seconds.
+async fn probe(conn: &mut Conn<'_>) -> QueryResult<(bool, Option<String>, Option<f64>)> {
     run!(
         conn,
         get_result(diesel::select((
             sql::<Bool>("pg_is_in_recovery()"),
             sql::<Nullable<Text>>("pg_last_wal_replay_lsn()::text"),
+            sql::<Nullable<Double>>(
+                "extract(epoch from (now() - pg_last_xact_replay_timestamp()))::float8"
+            ),
         )))
     )
 }

@@ -464,7 +464,23 @@ async fn watch_replicas(
     loop {
         ticks.tick().await;
         let Some(set) = set.upgrade() else { return };
-        set.check_round(&primary, &config).await;
+        // A server that accepts the connection and then never answers must
+        // not stall the checks (nor keep the pools alive) for good: a round
+        // that overruns is dropped, and the next one starts afresh.
+        let bound = config
+            .replica_check_interval
+            .max(std::time::Duration::from_secs(1))
+            * (u32::try_from(config.replica_urls.len()).unwrap_or(u32::MAX / 4) + 1)
+            * 2;
+        if tokio::time::timeout(bound, set.check_round(&primary, &config))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                bound_ms = bound.as_millis(),
+                "a replica check round did not finish in time"
+            );
+        }
     }
 }
 
@@ -485,9 +501,9 @@ async fn control<E: From<RepoError>>(pooled: &mut PooledConn, control: Control) 
             Control::Rollback => conn.rollback().await,
         }
     };
-    crate::executor::drive(backend, step)
-        .await
-        .map_err(|e| E::from(RepoError::from(e)))
+    let result = crate::executor::drive(backend, step).await;
+    // Mapped on the connection: a standby's refusal at BEGIN closes it.
+    result.map_err(|e| E::from(crate::error::from_diesel(&mut conn, e)))
 }
 
 impl Executor for AsyncDatabase {
