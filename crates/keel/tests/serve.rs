@@ -1179,4 +1179,16 @@ async fn replicas_and_the_lsn_header() {
         .await
         .expect("GET with a bad LSN");
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    // `keel doctor` checks the replica too.
+    let doctor = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["doctor", "--json"])
+        .env("DATABASE_URL", primary.url("postgres"))
+        .env("DATABASE_REPLICA_URLS", &replica)
+        .output()
+        .expect("run keel doctor");
+    let report: Value = serde_json::from_slice(&doctor.stdout).expect("doctor's JSON report");
+    assert_eq!(report["replicas"][0]["role"], "standby", "{report}");
+    assert_eq!(report["replicas"][0]["in_rotation"], true, "{report}");
+    assert!(doctor.status.success(), "{report}");
 }
