@@ -1263,7 +1263,8 @@ mod async_pool_limits {
             return;
         };
         let mut config = config(&fixture);
-        config.max_lifetime = Some(Duration::from_millis(300));
+        // Long enough that two calls fit inside it on a loaded CI machine.
+        config.max_lifetime = Some(Duration::from_secs(2));
         let db = AsyncDatabase::connect(&config).await.expect("pool");
         db.users().page(None, 1).await.expect("query");
         let first = backend_pids(&fixture.url());
@@ -1273,7 +1274,7 @@ mod async_pool_limits {
             first,
             "reused within its lifetime"
         );
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
         db.users().page(None, 1).await.expect("query");
         let later = backend_pids(&fixture.url());
         assert!(
