@@ -116,6 +116,9 @@ fn main() -> anyhow::Result<()> {
     let report = runtime.block_on(measure(&args, &workload, primary_url, &replica_urls))?;
     print_report(&report);
     if let Some(out) = &args.out {
+        if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::write(out, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", out.display()))?;
     }
