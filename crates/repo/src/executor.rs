@@ -81,6 +81,18 @@ pub trait Executor: Sync {
         false
     }
 
+    /// Calls made through the returned handle read from the primary, not
+    /// from a replica: for a read that must see every committed write,
+    /// whatever the scope has done. Without replicas (and in a session or
+    /// a transaction, which read the primary anyway) it changes nothing.
+    /// [`crate::QueryScope::read_from_primary`] does the same for a scope.
+    fn primary(&self) -> OnPrimary<'_, Self>
+    where
+        Self: Sized,
+    {
+        OnPrimary(self)
+    }
+
     /// Turns a repository method's body into what the method returns in
     /// this executor's mode.
     fn output<'f, T: 'f>(

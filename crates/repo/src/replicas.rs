@@ -574,6 +574,11 @@ impl<P> ReplicaSet<P> {
     }
 }
 
+/// Each replica of a pool as it stands (none without replicas).
+pub(crate) fn status<P: ReplicaPool>(set: Option<&ReplicaSet<P>>) -> Vec<ReplicaStatus> {
+    set.map(ReplicaSet::status).unwrap_or_default()
+}
+
 /// Each replica of `config` checked once, on connections of its own (no
 /// pool, no background check): role, replay position and lag, as `keel
 /// doctor` reports them. Statements go unnamed, so a transaction-pooling

@@ -9,7 +9,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::pool::bb8_pool;
 use super::pool::{PgManager, SqliteManager, deadpool_pool, pg_manager};
 use crate::conn::{Conn, Isolation};
-use crate::executor::{ConnGuard, Executor, OnPrimary};
+use crate::executor::{ConnGuard, Executor};
 use crate::replicas::{self, ReadGuard, ReplicaPool, ReplicaSet, ReplicaStatus, ReplicaTicket};
 use crate::{
     DatabaseConfig, DatabaseUrl, PoolKind, RepoError, RetryPolicy, RetryableError, StatementCounter,
@@ -123,21 +123,10 @@ impl AsyncDatabase {
         })
     }
 
-    /// Calls made through the returned handle read from the primary, not
-    /// from a replica: for a read that must see every committed write,
-    /// whatever the scope has done. Without replicas it changes nothing.
-    /// [`crate::QueryScope::read_from_primary`] does the same for a scope.
-    pub fn primary(&self) -> OnPrimary<'_, Self> {
-        OnPrimary(self)
-    }
-
     /// Each replica's role, lag, and the reads it took: for health checks
     /// and metrics. Empty without replicas.
     pub fn replica_status(&self) -> Vec<ReplicaStatus> {
-        self.replicas
-            .as_ref()
-            .map(|set| set.status())
-            .unwrap_or_default()
+        replicas::status(self.replicas.as_deref())
     }
 
     /// Reads that went to the primary because no replica was in rotation.

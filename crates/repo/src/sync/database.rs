@@ -30,7 +30,7 @@ use r2d2::ManageConnection;
 use super::Held;
 use crate::conn::{Conn, Isolation};
 use crate::error::ErrorClass;
-use crate::executor::{ConnGuard, Executor, OnPrimary, complete_now, migrate_in_place};
+use crate::executor::{ConnGuard, Executor, complete_now, migrate_in_place};
 use crate::replicas::{self, ReadGuard, ReplicaPool, ReplicaSet, ReplicaStatus};
 use crate::{
     DatabaseConfig, DatabaseUrl, PgBouncerMode, RepoError, RetryPolicy, RetryableError,
@@ -210,20 +210,9 @@ impl Database {
         })
     }
 
-    /// Calls made through the returned handle read from the primary, not
-    /// from a replica: for a read that must see every committed write,
-    /// whatever the scope has done. Without replicas it changes nothing.
-    /// [`crate::QueryScope::read_from_primary`] does the same for a scope.
-    pub fn primary(&self) -> OnPrimary<'_, Self> {
-        OnPrimary(self)
-    }
-
     /// Each replica's role, lag, and the reads it took. Empty without replicas.
     pub fn replica_status(&self) -> Vec<ReplicaStatus> {
-        self.replicas
-            .as_ref()
-            .map(|set| set.status())
-            .unwrap_or_default()
+        replicas::status(self.replicas.as_deref())
     }
 
     /// [`Database::connect`] with [`DatabaseConfig::from_env`].
