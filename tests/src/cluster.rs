@@ -88,6 +88,11 @@ impl PgCluster {
                 "--no-sync",
             ],
         );
+        // A standby whose primary died retries its WAL source only every
+        // `wal_retrieve_retry_interval` (5 s by default), and a promote
+        // can wait that long to be noticed.
+        let conf = format!("{}/postgresql.auto.conf", standby.data_dir());
+        standby.append_to(&conf, "wal_retrieve_retry_interval = 100ms\n");
         standby.start_server();
         standby
     }
