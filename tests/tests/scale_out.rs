@@ -40,7 +40,7 @@ fn config(primary: &PgCluster, standby: &PgCluster) -> DatabaseConfig {
     config.pool_size = 4;
     config.replica_urls = vec![PostgresUrl::parse(&standby.url("postgres")).expect("standby URL")];
     config.replica_check_interval = Duration::from_millis(50);
-    config.replica_wait = Duration::from_millis(20);
+    config.replica_wait = Duration::from_millis(100);
     config.checkout_timeout = Duration::from_secs(2);
     config.connect_timeout = Duration::from_secs(2);
     config
@@ -403,8 +403,25 @@ mod replica_health {
             })
             .await
             .expect("the primary's position");
+        let position: keel_repo::Lsn = position.parse().expect("an LSN");
+        // The checks see the replica replay it (on a loaded machine that can
+        // take longer than a read's wait); then the read needs no wait.
+        let started = Instant::now();
+        while db.replica_status()[0]
+            .replay_lsn
+            .as_deref()
+            .and_then(|lsn| lsn.parse::<keel_repo::Lsn>().ok())
+            .is_none_or(|replayed| replayed < position)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                db.replica_status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let scope = QueryScope::new();
-        scope.observe_lsn(position.parse().expect("an LSN"));
+        scope.observe_lsn(position);
         let reads = db.replica_status()[0].reads;
         scope
             .run_async(db.users().get_by_id(user.id))

@@ -30,6 +30,9 @@ impl Server {
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(options)
             .env("DATABASE_URL", database_url)
+            // With replicas: a read waits long enough for the standby to
+            // replay the write, also on a loaded CI machine.
+            .env("KEEL_REPLICA_WAIT_MS", "100")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
