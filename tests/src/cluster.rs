@@ -130,24 +130,7 @@ impl PgCluster {
             eprintln!("\n!!! SKIPPED: {reason}.\n!!! With CI set this test fails.\n");
             return None;
         };
-        let run_as = if is_root() {
-            let user = std::env::var("KEEL_TEST_PG_USER").unwrap_or_else(|_| "postgres".into());
-            Some(user)
-        } else {
-            None
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("keel-pg-")
-            .tempdir()
-            .expect("create a directory for the cluster");
-        if let Some(user) = &run_as {
-            let status = Command::new("chown")
-                .arg(format!("{user}:"))
-                .arg(dir.path())
-                .status()
-                .expect("run chown");
-            assert!(status.success(), "chown the cluster directory to {user}");
-        }
+        let (dir, run_as) = server_dir("keel-pg-");
         Some(Self {
             dir,
             bin,
@@ -304,7 +287,28 @@ fn server_bin_dir() -> Option<PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
-pub(crate) fn is_root() -> bool {
+/// A temporary directory for a server program, and the user to run it as:
+/// as root, the unprivileged `KEEL_TEST_PG_USER` (default `postgres`), who
+/// then owns the directory, since PostgreSQL's programs refuse root.
+pub(crate) fn server_dir(prefix: &str) -> (tempfile::TempDir, Option<String>) {
+    let run_as =
+        is_root().then(|| std::env::var("KEEL_TEST_PG_USER").unwrap_or_else(|_| "postgres".into()));
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a directory for the server");
+    if let Some(user) = &run_as {
+        let status = Command::new("chown")
+            .arg(format!("{user}:"))
+            .arg(dir.path())
+            .status()
+            .expect("run chown");
+        assert!(status.success(), "chown {} to {user}", dir.path().display());
+    }
+    (dir, run_as)
+}
+
+fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{free_port, is_root};
+use crate::cluster::{free_port, server_dir};
 use crate::{PgTestDatabase, in_ci};
 
 /// PgBouncer's `pool_mode`.
@@ -59,20 +59,7 @@ impl PgBouncer {
         };
         let version = version(&program);
         let server = Server::parse(&PgTestDatabase::server_url());
-        let run_as = is_root()
-            .then(|| std::env::var("KEEL_TEST_PG_USER").unwrap_or_else(|_| "postgres".into()));
-        let dir = tempfile::Builder::new()
-            .prefix("keel-pgbouncer-")
-            .tempdir()
-            .expect("create a directory for PgBouncer");
-        if let Some(user) = &run_as {
-            let status = Command::new("chown")
-                .arg(format!("{user}:"))
-                .arg(dir.path())
-                .status()
-                .expect("run chown");
-            assert!(status.success(), "chown the PgBouncer directory to {user}");
-        }
+        let (dir, run_as) = server_dir("keel-pgbouncer-");
         let port = free_port();
         let path = |name: &str| dir.path().join(name).display().to_string();
         let password = server

@@ -200,15 +200,7 @@ impl QueryScope {
     /// replica's replay position, a commit's LSN) are not the caller's,
     /// and count in neither its statements nor its N+1 guard.
     pub(crate) fn outside<T>(f: impl FnOnce() -> T) -> T {
-        let previous = THREAD_OUTSIDE.with(|o| o.replace(true));
-        struct Restore(bool);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                THREAD_OUTSIDE.with(|o| o.set(self.0));
-            }
-        }
-        let _restore = Restore(previous);
-        f()
+        with_thread_flag(&THREAD_OUTSIDE, f)
     }
 
     /// [`QueryScope::outside`] for a future: each of its polls runs outside.
@@ -276,15 +268,7 @@ impl QueryScope {
     /// Runs `f` with repeated statements marked as intended (a paging loop):
     /// they are counted, but never reported as an N+1.
     pub fn repeats_intended<T>(f: impl FnOnce() -> T) -> T {
-        let previous = THREAD_INTENDED.with(|i| i.replace(true));
-        struct Restore(bool);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                THREAD_INTENDED.with(|i| i.set(self.0));
-            }
-        }
-        let _restore = Restore(previous);
-        f()
+        with_thread_flag(&THREAD_INTENDED, f)
     }
 
     /// [`QueryScope::repeats_intended`] for a future, in either mode: the
@@ -527,6 +511,23 @@ pub mod shapes {
         }
         shape
     }
+}
+
+/// Runs `f` with a thread-local flag set, restoring its previous value
+/// afterwards, also when `f` panics.
+fn with_thread_flag<T>(
+    flag: &'static std::thread::LocalKey<Cell<bool>>,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore(&'static std::thread::LocalKey<Cell<bool>>, bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.1;
+            self.0.with(|flag| flag.set(previous));
+        }
+    }
+    let _restore = Restore(flag, flag.with(|f| f.replace(true)));
+    f()
 }
 
 /// After a repository call: fails it when the current scope is strict and
