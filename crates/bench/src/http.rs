@@ -77,6 +77,11 @@ pub struct HttpSide {
     pub p50_ms: f64,
     /// 99th percentile latency, milliseconds.
     pub p99_ms: f64,
+    /// This process's CPU time (user and system, every thread: the load
+    /// generator's and the server's) per request, microseconds. Less noisy
+    /// than requests per second: the two sides share the load generator, so
+    /// the difference is the difference between the servers.
+    pub cpu_us_per_request: f64,
 }
 
 /// One HTTP step on one backend: both sides, side by side.
@@ -325,6 +330,7 @@ async fn drive(
     let paths: Arc<Vec<String>> = Arc::new(paths.to_vec());
     let connections = connections.clamp(1, paths.len().max(1));
     let started = Instant::now();
+    let cpu_started = process_cpu_time();
     let mut tasks = tokio::task::JoinSet::new();
     for first in 0..connections {
         let paths = paths.clone();
@@ -345,6 +351,7 @@ async fn drive(
         latencies.extend(task.context("a load task panicked")??);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_time().saturating_sub(cpu_started).as_secs_f64();
     latencies.sort_unstable();
     let percentile = |p: f64| {
         let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
@@ -358,7 +365,17 @@ async fn drive(
         requests_per_second: latencies.len() as f64 / seconds.max(f64::EPSILON),
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
+        cpu_us_per_request: cpu_seconds * 1e6 / (latencies.len().max(1) as f64),
     })
+}
+
+/// CPU time this process has used so far, all threads.
+fn process_cpu_time() -> Duration {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(time.tv_sec).unwrap_or(0),
+        u32::try_from(time.tv_nsec).unwrap_or(0),
+    )
 }
 
 // ---- the hand-written routers -----------------------------------------------

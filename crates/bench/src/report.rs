@@ -813,21 +813,23 @@ fn guard_miss_reason(step: Step, guard: &GuardResult) -> String {
 }
 
 /// The columns of the HTTP table, and each one's width in the text table.
-const HTTP_COLUMNS: [(&str, usize); 10] = [
+const HTTP_COLUMNS: [(&str, usize); 12] = [
     ("backend", 9),
     ("step", 44),
     ("conns", 5),
     ("keel req/s", 11),
     ("keel p50", 9),
     ("keel p99", 9),
+    ("keel cpu/req", 12),
     ("hand req/s", 11),
     ("hand p50", 9),
     ("hand p99", 9),
+    ("hand cpu/req", 12),
     ("ratio", 6),
 ];
 
 /// One HTTP result's cells, in [`HTTP_COLUMNS`] order.
-fn http_cells(r: &crate::http::HttpResult) -> [String; 10] {
+fn http_cells(r: &crate::http::HttpResult) -> [String; 12] {
     [
         r.backend.to_owned(),
         r.step.label().to_owned(),
@@ -835,9 +837,11 @@ fn http_cells(r: &crate::http::HttpResult) -> [String; 10] {
         format!("{:.0}", r.keel.requests_per_second),
         format!("{:.2}ms", r.keel.p50_ms),
         format!("{:.2}ms", r.keel.p99_ms),
+        format!("{:.1}µs", r.keel.cpu_us_per_request),
         format!("{:.0}", r.baseline.requests_per_second),
         format!("{:.2}ms", r.baseline.p50_ms),
         format!("{:.2}ms", r.baseline.p99_ms),
+        format!("{:.1}µs", r.baseline.cpu_us_per_request),
         format!("{:.2}", r.ratio),
     ]
 }
@@ -849,7 +853,7 @@ pub fn http_text(results: &[crate::http::HttpResult]) -> String {
         return String::new();
     }
     // The first two columns are text, left-aligned; the rest numbers.
-    let line = |cells: [&str; 10]| {
+    let line = |cells: [&str; 12]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(HTTP_COLUMNS)
