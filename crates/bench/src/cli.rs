@@ -76,6 +76,11 @@ pub struct Args {
     /// Concurrent keep-alive connections of the HTTP load.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub http_connections: u16,
+    /// Rounds each HTTP step's requests are split into, the two sides
+    /// taking turns, so that the machine's drift during a step weighs on
+    /// both alike.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_rounds: u16,
     /// Where the JSON, Markdown and SVG reports are written.
     #[arg(long, default_value = "target/bench")]
     pub out_dir: PathBuf,

@@ -14,8 +14,9 @@
 //!
 //! The load: a fixed number of HTTP/1.1 keep-alive connections on loopback
 //! (hyper's client, one connection per task), each sending its share of the
-//! requests one after another. Each side gets a warm-up, then the timed
-//! run; the sides alternate.
+//! requests one after another. Each side gets a warm-up; then the timed
+//! requests are split into rounds, the sides taking turns, so that the
+//! machine's drift weighs on both alike.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -64,12 +65,12 @@ impl HttpStep {
     }
 }
 
-/// How one side did.
+/// How one side did, over all its rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpSide {
     /// Requests answered (all 200).
     pub requests: usize,
-    /// Wall time of the timed run.
+    /// Wall time of the timed rounds, summed.
     pub seconds: f64,
     /// Requests per second.
     pub requests_per_second: f64,
@@ -93,6 +94,8 @@ pub struct HttpResult {
     pub step: HttpStep,
     /// Concurrent connections of the load.
     pub connections: usize,
+    /// Rounds each side's requests were split into, the sides taking turns.
+    pub rounds: usize,
     /// keel serve's router.
     pub keel: HttpSide,
     /// The hand-written axum router.
@@ -111,6 +114,8 @@ pub struct HttpLoad {
     pub requests: usize,
     /// Concurrent keep-alive connections.
     pub connections: usize,
+    /// Rounds the requests are split into, the sides taking turns.
+    pub rounds: usize,
 }
 
 /// Whether keel's log lines are written (to a sink) now: only while the
@@ -189,35 +194,31 @@ async fn steps(
         )
         .await?;
         let warm_up = &paths[..paths.len().min(load.requests / 5).max(1)];
-        let mut keel = None;
-        let mut baseline = None;
-        // Alternate: baseline first on H2, so neither side always runs on
-        // the warmer machine.
-        let order = match step {
-            HttpStep::H1 => [true, false],
-            HttpStep::H2 => [false, true],
-        };
-        for keel_side in order {
-            let address = if keel_side {
-                keel_server.address
-            } else {
-                baseline_server.address
-            };
-            drive(address, warm_up, load.connections).await?;
-            let measured = drive(address, &paths, load.connections).await?;
-            if keel_side {
-                keel = Some(measured);
-            } else {
-                baseline = Some(measured);
+        drive(keel_server.address, warm_up, load.connections).await?;
+        drive(baseline_server.address, warm_up, load.connections).await?;
+        let rounds = load.rounds.clamp(1, paths.len().max(1));
+        let per_round = paths.len().div_ceil(rounds);
+        let mut keel = Vec::new();
+        let mut baseline = Vec::new();
+        for (round, chunk) in paths.chunks(per_round).enumerate() {
+            // Turns: keel first in even rounds, the hand-written router in
+            // odd ones, so neither side always runs on the warmer machine.
+            let keel_first = round % 2 == 0;
+            for keel_side in [keel_first, !keel_first] {
+                if keel_side {
+                    keel.push(drive(keel_server.address, chunk, load.connections).await?);
+                } else {
+                    baseline.push(drive(baseline_server.address, chunk, load.connections).await?);
+                }
             }
         }
-        let (Some(keel), Some(baseline)) = (keel, baseline) else {
-            anyhow::bail!("{} ran one side only", step.label());
-        };
+        let keel = HttpSide::from_rounds(keel);
+        let baseline = HttpSide::from_rounds(baseline);
         results.push(HttpResult {
             backend,
             step,
             connections: load.connections,
+            rounds,
             ratio: keel.requests_per_second / baseline.requests_per_second,
             keel,
             baseline,
@@ -321,12 +322,41 @@ async fn compare_bodies(
     Ok(paths.len())
 }
 
+/// One round of one side: every request's latency, the wall time and the
+/// process's CPU time.
+struct Round {
+    latencies: Vec<Duration>,
+    seconds: f64,
+    cpu_seconds: f64,
+}
+
+impl HttpSide {
+    /// One side's rounds, together: requests over their summed wall time,
+    /// percentiles over every request.
+    fn from_rounds(rounds: Vec<Round>) -> Self {
+        let seconds: f64 = rounds.iter().map(|r| r.seconds).sum();
+        let cpu_seconds: f64 = rounds.iter().map(|r| r.cpu_seconds).sum();
+        let mut latencies: Vec<Duration> = rounds.into_iter().flat_map(|r| r.latencies).collect();
+        latencies.sort_unstable();
+        let percentile = |p: f64| {
+            let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+            latencies
+                .get(index)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Self {
+            requests: latencies.len(),
+            seconds,
+            requests_per_second: latencies.len() as f64 / seconds.max(f64::EPSILON),
+            p50_ms: percentile(0.50),
+            p99_ms: percentile(0.99),
+            cpu_us_per_request: cpu_seconds * 1e6 / (latencies.len().max(1) as f64),
+        }
+    }
+}
+
 /// Sends every path once over `connections` keep-alive connections.
-async fn drive(
-    address: SocketAddr,
-    paths: &[String],
-    connections: usize,
-) -> anyhow::Result<HttpSide> {
+async fn drive(address: SocketAddr, paths: &[String], connections: usize) -> anyhow::Result<Round> {
     let paths: Arc<Vec<String>> = Arc::new(paths.to_vec());
     let connections = connections.clamp(1, paths.len().max(1));
     let started = Instant::now();
@@ -350,22 +380,10 @@ async fn drive(
     while let Some(task) = tasks.join_next().await {
         latencies.extend(task.context("a load task panicked")??);
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = process_cpu_time().saturating_sub(cpu_started).as_secs_f64();
-    latencies.sort_unstable();
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies
-            .get(index)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    Ok(HttpSide {
-        requests: latencies.len(),
-        seconds,
-        requests_per_second: latencies.len() as f64 / seconds.max(f64::EPSILON),
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
-        cpu_us_per_request: cpu_seconds * 1e6 / (latencies.len().max(1) as f64),
+    Ok(Round {
+        latencies,
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: process_cpu_time().saturating_sub(cpu_started).as_secs_f64(),
     })
 }
 

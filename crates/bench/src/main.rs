@@ -197,6 +197,7 @@ impl Bench<'_> {
             let load = http::HttpLoad {
                 requests: self.args.http_requests,
                 connections: usize::from(self.args.http_connections),
+                rounds: usize::from(self.args.http_rounds),
             };
             eprintln!(
                 "keel-bench: {} H1, H2 (HTTP, {} connections)",
