@@ -101,11 +101,24 @@ macro_rules! run {
 }
 
 /// The async arm of [`run!`](crate::run), as this build of keel-repo has it.
+/// A statement that returns rows is sent as
+/// [`SqlOnce`](crate::asynchronous::SqlOnce), so that diesel-async does not
+/// render its SQL again on every call.
 #[cfg(feature = "async")]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __async_statement {
+    ($c:ident, execute($query:expr)) => {
+        $crate::__async_statement!(@send $c, execute, $query)
+    };
     ($c:ident, $method:ident($query:expr)) => {
+        $crate::__async_statement!(
+            @send $c,
+            $method,
+            $crate::asynchronous::SqlOnce($crate::__private::diesel::query_builder::AsQuery::as_query($query))
+        )
+    };
+    (@send $c:ident, $method:ident, $query:expr) => {
         match $query {
             query => {
                 {

@@ -1,8 +1,8 @@
 //! `GET /metrics`: Prometheus text for requests, latencies and the database.
 
 use axum::extract::State;
-use axum::http::Method;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -115,11 +115,17 @@ impl Metrics {
     /// no client can grow the output: the method is one of the standard
     /// ones or `other`, the route is the matched template (`/users/{id}`)
     /// or `unmatched`, and a status is one of at most 500 numbers.
-    pub(crate) fn observe(&self, method: &Method, route: Option<&str>, status: u16, seconds: f64) {
+    pub(crate) fn observe(
+        &self,
+        method: &Method,
+        route: Option<&str>,
+        status: StatusCode,
+        seconds: f64,
+    ) {
         let method = method_label(method);
         let route = route.unwrap_or("unmatched");
         self.requests
-            .with_label_values(&[method, route, &status.to_string()])
+            .with_label_values(&[method, route, status.as_str()])
             .inc();
         self.latency
             .with_label_values(&[method, route])

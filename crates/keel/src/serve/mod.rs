@@ -248,10 +248,13 @@ fn app(state: AppState, body_read_timeout: Duration) -> Router {
 }
 
 fn with_middleware(router: Router, state: AppState, body_read_timeout: Duration) -> Router {
-    router
-        .layer(middleware::from_fn_with_state(state, observe))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
+    // `observe` needs the matched route (for the metrics' labels), which
+    // only exists inside the router, so it is a route layer. The others need
+    // no route: they wrap the router once. Each `Router::layer` wraps every
+    // route, and costs every request a boxed clone of the route's service
+    // and a boxed future.
+    let routed = router.layer(middleware::from_fn_with_state(state, observe));
+    let guarded = tower::ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -260,6 +263,10 @@ fn with_middleware(router: Router, state: AppState, body_read_timeout: Duration)
             )
             .into_response()
         }))
+        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .service(routed);
+    Router::new().fallback_service(guarded)
 }
 
 /// A 413 for a request whose `Content-Length` is over the limit, to answer
@@ -295,10 +302,7 @@ fn declared_oversize(request: &Request) -> Option<Response> {
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|matched| matched.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let scope = QueryScope::named(format!("{method} {path}")).strict(state.strict);
     let answered = match (declared_oversize(&request), client_lsn(&request)) {
@@ -345,10 +349,14 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     {
         response.headers_mut().insert(LSN_HEADER, value);
     }
-    let status = response.status().as_u16();
-    state
-        .metrics
-        .observe(&method, route.as_deref(), status, elapsed.as_secs_f64());
+    let status = response.status();
+    state.metrics.observe(
+        &method,
+        route.as_ref().map(MatchedPath::as_str),
+        status,
+        elapsed.as_secs_f64(),
+    );
+    let status = status.as_u16();
     tracing::info!(
         %method,
         %path,

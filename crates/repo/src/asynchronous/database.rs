@@ -7,7 +7,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 #[cfg(feature = "bb8")]
 use super::pool::bb8_pool;
-use super::pool::{PgManager, SqliteManager, deadpool_pool, pg_manager};
+use super::pool::{PgManager, PoolLibrary, SqliteManager, deadpool_pool, pg_manager};
 use crate::conn::{Conn, Isolation};
 use crate::executor::{ConnGuard, Executor};
 use crate::replicas::{self, ReadGuard, ReplicaPool, ReplicaSet, ReplicaStatus, ReplicaTicket};
@@ -365,7 +365,12 @@ impl Pools {
     ) -> Result<Self, RepoError> {
         Ok(match (config.pool, &config.url) {
             (PoolKind::Deadpool, DatabaseUrl::Postgres(url)) => Self::Deadpool(Backends::Postgres(
-                deadpool_pool::build(pg_manager(config, url, logged), config, verify).await?,
+                deadpool_pool::build(
+                    pg_manager(config, url, logged, PoolLibrary::Deadpool),
+                    config,
+                    verify,
+                )
+                .await?,
             )),
             (PoolKind::Deadpool, DatabaseUrl::Sqlite(path)) => Self::Deadpool(Backends::Sqlite(
                 deadpool_pool::build(SqliteManager::new(config, path, logged), config, verify)
@@ -373,7 +378,12 @@ impl Pools {
             )),
             #[cfg(feature = "bb8")]
             (PoolKind::Bb8, DatabaseUrl::Postgres(url)) => Self::Bb8(Backends::Postgres(
-                bb8_pool::build(pg_manager(config, url, logged), config, verify).await?,
+                bb8_pool::build(
+                    pg_manager(config, url, logged, PoolLibrary::Bb8),
+                    config,
+                    verify,
+                )
+                .await?,
             )),
             #[cfg(feature = "bb8")]
             (PoolKind::Bb8, DatabaseUrl::Sqlite(path)) => Self::Bb8(Backends::Sqlite(

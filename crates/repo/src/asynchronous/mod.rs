@@ -13,6 +13,7 @@ mod blocking_lane;
 mod database;
 mod pool;
 mod session;
+mod sql_once;
 mod sqlite_calls;
 
 #[cfg(feature = "sync")]
@@ -20,6 +21,8 @@ mod sqlite_calls;
 pub use blocking_lane::BlockingLane;
 pub use database::{AsyncDatabase, AsyncTransaction, PoolStatus, PooledConn};
 pub use session::AsyncSession;
+#[doc(hidden)]
+pub use sql_once::SqlOnce;
 pub(crate) use sqlite_calls::in_place;
 
 use std::pin::Pin;

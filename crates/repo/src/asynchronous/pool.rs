@@ -31,27 +31,45 @@ use crate::{DatabaseConfig, PostgresUrl, StatementCounter};
 #[doc(hidden)]
 pub type PgManager = AsyncDieselConnectionManager<AsyncPgConnection>;
 
+/// The pool library a PostgreSQL manager serves: it decides who checks a
+/// pooled connection before it is handed out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolLibrary {
+    /// deadpool: diesel-async's recycle asks `is_broken()` itself, so the
+    /// recycling method adds nothing (and costs a boxed future per checkout).
+    Deadpool,
+    /// bb8: its checkout test is the recycling method alone, so that method
+    /// asks `is_broken()`.
+    #[cfg_attr(not(feature = "bb8"), allow(dead_code))]
+    Bb8,
+}
+
 pub(crate) fn pg_manager(
     config: &DatabaseConfig,
     url: &PostgresUrl,
     statements: &StatementCounter,
+    pool: PoolLibrary,
 ) -> PgManager {
     let counter = statements.clone();
     let mut manager_config = ManagerConfig::default();
-    manager_config.recycling_method =
-        RecyclingMethod::CustomFunction(Box::new(|conn: &mut AsyncPgConnection| {
-            let broken = conn.is_broken();
-            Box::pin(async move {
-                if broken {
-                    Err(DieselError::DatabaseError(
-                        DatabaseErrorKind::ClosedConnection,
-                        Box::new("the pooled connection is closed or broken".to_owned()),
-                    ))
-                } else {
-                    Ok(())
-                }
-            })
-        }));
+    manager_config.recycling_method = match pool {
+        PoolLibrary::Deadpool => RecyclingMethod::Fast,
+        PoolLibrary::Bb8 => {
+            RecyclingMethod::CustomFunction(Box::new(|conn: &mut AsyncPgConnection| {
+                let broken = conn.is_broken();
+                Box::pin(async move {
+                    if broken {
+                        Err(DieselError::DatabaseError(
+                            DatabaseErrorKind::ClosedConnection,
+                            Box::new("the pooled connection is closed or broken".to_owned()),
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                })
+            }))
+        }
+    };
     manager_config.custom_setup = Box::new(move |url| {
         let counter = counter.clone();
         let url = url.to_owned();
