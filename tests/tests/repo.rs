@@ -145,6 +145,37 @@ repo_tests! {
         ));
     }
 
+    fn one_user_with_posts_and_comments_is_three_statements_sent_together(db, fixture) {
+        let users: Vec<NewUser> = (1..=3).map(new_user).collect();
+        let created = run!(db.users().create_many(&users)).expect("users");
+        seed_posts_and_comments(&fixture, 2, 2);
+        let lonely = run!(db.users().create(&new_user(4))).expect("a user without posts");
+
+        let before = db.statements().count();
+        let loaded = run!(db.users().get_with_posts_and_comments(created[1].id)).expect("by id");
+        assert_eq!(db.statements().count() - before, 3, "user, posts, comments");
+        assert_eq!(loaded.user, created[1]);
+        assert_eq!(loaded.posts.len(), 2);
+        for post in &loaded.posts {
+            assert_eq!(post.post.author_id, created[1].id);
+            assert_eq!(post.comments.len(), 2, "only this post's comments");
+            assert!(post.comments.iter().all(|c| c.post_id == post.post.id));
+        }
+        // The same rows as the three levels loaded one by one.
+        let posts = run!(db.posts().by_author(created[1].id)).expect("posts");
+        assert_eq!(loaded.posts.iter().map(|p| p.post.clone()).collect::<Vec<_>>(), posts);
+
+        let before = db.statements().count();
+        let alone = run!(db.users().get_with_posts_and_comments(lonely.id)).expect("no posts");
+        assert_eq!((alone.user.id, alone.posts.len()), (lonely.id, 0));
+        assert_eq!(db.statements().count() - before, 3);
+
+        assert!(matches!(
+            run!(db.users().get_with_posts_and_comments(4242)),
+            Err(RepoError::NotFound { entity: "user", .. })
+        ));
+    }
+
     fn eager_loads_run_one_statement_per_level_for_1_and_1000_users(db, fixture) {
         let users: Vec<NewUser> = (1..=1000).map(|n| NewUser { is_active: true, ..new_user(n) }).collect();
         run!(db.users().create_many(&users)).expect("users");

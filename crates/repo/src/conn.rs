@@ -108,17 +108,7 @@ macro_rules! run {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __async_statement {
-    ($c:ident, execute($query:expr)) => {
-        $crate::__async_statement!(@send $c, execute, $query)
-    };
-    ($c:ident, $method:ident($query:expr)) => {
-        $crate::__async_statement!(
-            @send $c,
-            $method,
-            $crate::asynchronous::SqlOnce($crate::__private::diesel::query_builder::AsQuery::as_query($query))
-        )
-    };
-    (@send $c:ident, $method:ident, $query:expr) => {
+    (@send $c:expr, $method:ident, $query:expr) => {
         match $query {
             query => {
                 {
@@ -135,6 +125,16 @@ macro_rules! __async_statement {
             }
         }
     };
+    ($c:expr, execute($query:expr)) => {
+        $crate::__async_statement!(@send $c, execute, $query)
+    };
+    ($c:expr, $method:ident($query:expr)) => {
+        $crate::__async_statement!(
+            @send $c,
+            $method,
+            $crate::asynchronous::SqlOnce($crate::__private::diesel::query_builder::AsQuery::as_query($query))
+        )
+    };
 }
 
 /// Without the `async` feature the async arm cannot occur.
@@ -143,6 +143,56 @@ macro_rules! __async_statement {
 #[macro_export]
 macro_rules! __async_statement {
     ($c:ident, $method:ident($query:expr)) => {
+        match *$c {}
+    };
+}
+
+/// Sends several independent statements on a `&mut Conn` and returns all
+/// their results: `run_together!(conn, load(q1), load(q2), get_result(q3))`
+/// is a `diesel::QueryResult<(A, B, C)>`. On tokio-postgres they are
+/// pipelined (all sent before the first answer is read: one round trip);
+/// on the sync connections and SQLite they run one after another, as
+/// [`run!`](crate::run) runs them. Only for statements that do not depend
+/// on each other's results; the first error is returned.
+#[macro_export]
+macro_rules! run_together {
+    ($conn:expr, $($method:ident($query:expr)),+ $(,)?) => {
+        match $crate::Conn::reborrow($conn) {
+            $crate::Conn::AsyncPostgres(c) => $crate::__async_together!(c, $($method($query)),+),
+            mut conn => {
+                async {
+                    ::core::result::Result::Ok::<_, $crate::__private::diesel::result::Error>((
+                        $($crate::run!(&mut conn, $method($query))?,)+
+                    ))
+                }
+                .await
+            }
+        }
+    };
+}
+
+/// The pipelined arm of [`run_together!`](crate::run_together): each
+/// statement is sent through a shared reference to the connection, and the
+/// futures are polled together, as diesel-async pipelines them.
+#[cfg(feature = "async")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __async_together {
+    ($c:ident, $($method:ident($query:expr)),+) => {{
+        let shared: &$crate::AsyncPgConnection = &*$c;
+        $crate::__private::tokio::try_join!($(async {
+            let mut handle = shared;
+            $crate::__async_statement!(&mut handle, $method($query))
+        }),+)
+    }};
+}
+
+/// Without the `async` feature the async arm cannot occur.
+#[cfg(not(feature = "async"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __async_together {
+    ($c:ident, $($method:ident($query:expr)),+) => {
         match *$c {}
     };
 }

@@ -27,8 +27,10 @@ pub struct StatementCounter {
     transaction_control: Arc<AtomicU64>,
     /// What each statement logs (`KEEL_LOG_STATEMENTS`); per connection.
     log: StatementLog,
-    /// The statement being logged: its text and when it started.
-    running: Option<(String, std::time::Instant)>,
+    /// The statements being logged, oldest first: their text and when they
+    /// started (several when they were pipelined; PostgreSQL answers them in
+    /// order).
+    running: std::collections::VecDeque<(String, std::time::Instant)>,
 }
 
 impl StatementCounter {
@@ -79,7 +81,7 @@ impl Instrumentation for StatementCounter {
                             .unwrap_or_default()
                             .to_owned(),
                     };
-                    self.running = Some((text, std::time::Instant::now()));
+                    self.running.push_back((text, std::time::Instant::now()));
                 }
                 // Always taken, so a note never outlives its statement.
                 let noted = crate::scope::shapes::take();
@@ -102,7 +104,7 @@ impl Instrumentation for StatementCounter {
                 }
             }
             InstrumentationEvent::FinishQuery { error, .. } => {
-                if let Some((statement, started)) = self.running.take() {
+                if let Some((statement, started)) = self.running.pop_front() {
                     let scope = QueryScope::current();
                     tracing::info!(
                         target: "keel_repo::statements",

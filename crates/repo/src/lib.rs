@@ -148,7 +148,7 @@ pub use tables::users::{
 pub mod prelude {
     pub use crate::executor::{call, read};
     pub use crate::{
-        CommentsExt, Conn, Executor, Out, PostsExt, RepoError, TagsExt, UsersExt, run,
+        CommentsExt, Conn, Executor, Out, PostsExt, RepoError, TagsExt, UsersExt, run, run_together,
     };
 }
 
@@ -159,4 +159,6 @@ pub mod __private {
     pub use diesel;
     #[cfg(feature = "async")]
     pub use diesel_async;
+    #[cfg(feature = "async")]
+    pub use tokio;
 }

@@ -41,6 +41,25 @@ pub fn comments_of_posts<'a, DB: Backend>(post_ids: &'a [i32]) -> _ {
         .select(select)
 }
 
+/// The comments on one author's posts, by id: the last level of one user's
+/// eager load, selected by the author rather than by the posts' ids, so
+/// that it can be sent together with the levels above it (see
+/// [`run_together!`](crate::run_together)).
+#[dsl::auto_type]
+pub fn comments_on_posts_of_author<DB: Backend>(author_id: i32) -> _ {
+    let select: AsSelect<Comment, DB> = Comment::as_select();
+    let posts_of_author: dsl::Select<
+        dsl::Filter<posts::table, dsl::Eq<posts::author_id, i32>>,
+        posts::id,
+    > = posts::table
+        .filter(posts::author_id.eq(author_id))
+        .select(posts::id);
+    comments::table
+        .filter(comments::post_id.eq_any(posts_of_author))
+        .order(comments::id.asc())
+        .select(select)
+}
+
 /// A keyset page of a post's comments: ids above `after`, ascending.
 #[dsl::auto_type]
 pub fn comments_for_post<DB: Backend>(post_id: i32, after: i32, limit: i64) -> _ {

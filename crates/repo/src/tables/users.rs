@@ -8,11 +8,11 @@ use diesel::{
     EscapeExpressionMethods as _, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
     TextExpressionMethods,
 };
-use keel_models::{NewUser, Post, User, UserChangeset};
+use keel_models::{Comment, NewUser, Post, User, UserChangeset};
 use keel_schema::users;
 use serde::Serialize;
 
-use super::comments::comments_of_posts;
+use super::comments::{comments_of_posts, comments_on_posts_of_author};
 use super::posts::{
     PostWithComments, PostWithCommentsAndTags, load_comments_and_tags, posts_of_authors,
     posts_with_comments,
@@ -22,7 +22,9 @@ use crate::executor::{call, read};
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{InIdList, group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found, prefix_pattern};
-use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, validate};
+use crate::{
+    Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, run_together, validate,
+};
 
 // ---- queries ----------------------------------------------------------------
 
@@ -142,27 +144,35 @@ async fn delete_user(conn: &mut Conn<'_>, id: i32) -> diesel::QueryResult<usize>
         .await
 }
 
+/// Both levels need only the id: sent together.
 async fn user_with_posts(
     conn: &mut Conn<'_>,
     id: i32,
 ) -> diesel::QueryResult<Option<UserWithPosts>> {
-    let Some(user) = run!(conn, get_result(user_by_id(id))).optional()? else {
-        return Ok(None);
-    };
-    let posts = run!(conn, load(posts_of_authors(&[user.id])))?;
-    Ok(users_with_posts(vec![user], posts).pop())
+    let (users, posts): (Vec<User>, Vec<Post>) =
+        run_together!(conn, load(user_by_id(id)), load(posts_of_authors(&[id])),)?;
+    Ok(users_with_posts(users, posts).pop())
 }
 
+/// The three levels need only the id, so they are sent together: one round
+/// trip on tokio-postgres.
 async fn user_with_posts_and_comments(
     conn: &mut Conn<'_>,
     id: i32,
 ) -> diesel::QueryResult<Option<UserWithPostsAndComments>> {
-    let Some(user) = run!(conn, get_result(user_by_id(id))).optional()? else {
+    let (mut users, posts, comments): (Vec<User>, Vec<Post>, Vec<Comment>) = run_together!(
+        conn,
+        load(user_by_id(id)),
+        load(posts_of_authors(&[id])),
+        load(comments_on_posts_of_author(id)),
+    )?;
+    let Some(user) = users.pop() else {
         return Ok(None);
     };
-    load_posts_and_comments(conn, vec![user])
-        .await
-        .map(|mut users| users.pop())
+    Ok(Some(UserWithPostsAndComments {
+        user,
+        posts: posts_with_comments(posts, comments),
+    }))
 }
 
 async fn active_users_with_posts(
@@ -528,7 +538,8 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         })
     }
 
-    /// One user with their posts: 2 statements.
+    /// One user with their posts: 2 statements, sent together (one round
+    /// trip on tokio-postgres).
     pub fn get_with_posts(&self, id: i32) -> Out<'a, E, UserWithPosts> {
         let db = self.db;
         db.output(async move {
@@ -539,7 +550,8 @@ impl<'a, E: Executor> UserRepository<'a, E> {
     }
 
     /// One user with their posts and the posts' comments: 3 statements
-    /// whatever the number of posts (2 when there are none).
+    /// whatever the number of posts, sent together (one round trip on
+    /// tokio-postgres).
     pub fn get_with_posts_and_comments(&self, id: i32) -> Out<'a, E, UserWithPostsAndComments> {
         let db = self.db;
         db.output(async move {
