@@ -145,7 +145,7 @@ repo_tests! {
         ));
     }
 
-    fn one_user_with_posts_and_comments_is_three_statements_sent_together(db, fixture) {
+    fn one_user_with_posts_and_comments_is_at_most_three_statements(db, fixture) {
         let users: Vec<NewUser> = (1..=3).map(new_user).collect();
         let created = run!(db.users().create_many(&users)).expect("users");
         seed_posts_and_comments(&fixture, 2, 2);
@@ -168,7 +168,9 @@ repo_tests! {
         let before = db.statements().count();
         let alone = run!(db.users().get_with_posts_and_comments(lonely.id)).expect("no posts");
         assert_eq!((alone.user.id, alone.posts.len()), (lonely.id, 0));
-        assert_eq!(db.statements().count() - before, 3);
+        // Sent together on tokio-postgres: 3; one by one elsewhere, the
+        // comments are not asked for when there is no post.
+        assert!((2..=3).contains(&(db.statements().count() - before)));
 
         assert!(matches!(
             run!(db.users().get_with_posts_and_comments(4242)),

@@ -237,6 +237,14 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// Whether statements sent together with
+    /// [`run_together!`](crate::run_together) share one round trip
+    /// (tokio-postgres). Elsewhere they run one after another, so an
+    /// operation may prefer statements that use each other's results.
+    pub fn pipelines(&self) -> bool {
+        matches!(self, Self::AsyncPostgres(_))
+    }
+
     /// Runs `body` in a transaction: `Ok` commits, `Err` rolls back. Inside
     /// another transaction it is a savepoint. On SQLite an outermost one
     /// takes the write lock as it begins (`BEGIN IMMEDIATE`): a deferred

@@ -150,16 +150,25 @@ async fn user_with_posts(
     id: i32,
 ) -> diesel::QueryResult<Option<UserWithPosts>> {
     let (users, posts): (Vec<User>, Vec<Post>) =
-        run_together!(conn, load(user_by_id(id)), load(posts_of_authors(&[id])),)?;
+        run_together!(conn, load(user_by_id(id)), load(posts_of_authors(&[id])))?;
     Ok(users_with_posts(users, posts).pop())
 }
 
-/// The three levels need only the id, so they are sent together: one round
-/// trip on tokio-postgres.
+/// On tokio-postgres the three levels are selected by the id alone and sent
+/// together: one round trip. Elsewhere each statement is a call of its own,
+/// and the lower levels are selected by the ids the level above found.
 async fn user_with_posts_and_comments(
     conn: &mut Conn<'_>,
     id: i32,
 ) -> diesel::QueryResult<Option<UserWithPostsAndComments>> {
+    if !conn.pipelines() {
+        let Some(user) = run!(conn, get_result(user_by_id(id))).optional()? else {
+            return Ok(None);
+        };
+        return load_posts_and_comments(conn, vec![user])
+            .await
+            .map(|mut users| users.pop());
+    }
     let (mut users, posts, comments): (Vec<User>, Vec<Post>, Vec<Comment>) = run_together!(
         conn,
         load(user_by_id(id)),
@@ -550,8 +559,8 @@ impl<'a, E: Executor> UserRepository<'a, E> {
     }
 
     /// One user with their posts and the posts' comments: 3 statements
-    /// whatever the number of posts, sent together (one round trip on
-    /// tokio-postgres).
+    /// whatever the number of posts, sent together on tokio-postgres (one
+    /// round trip); elsewhere 3, or fewer when there is no user or no post.
     pub fn get_with_posts_and_comments(&self, id: i32) -> Out<'a, E, UserWithPostsAndComments> {
         let db = self.db;
         db.output(async move {
