@@ -147,54 +147,54 @@ macro_rules! __async_statement {
     };
 }
 
-/// Sends several independent statements on a `&mut Conn` and returns all
-/// their results: `run_together!(conn, load(q1), load(q2), get_result(q3))`
-/// is a `diesel::QueryResult<(A, B, C)>`. On tokio-postgres they are
-/// pipelined (all sent before the first answer is read: one round trip);
-/// on the sync connections and SQLite they run one after another, as
-/// [`run!`](crate::run) runs them. Only for statements that do not depend
-/// on each other's results; the first error is returned.
-#[macro_export]
-macro_rules! run_together {
-    ($conn:expr, $($method:ident($query:expr)),+ $(,)?) => {
-        match $crate::Conn::reborrow($conn) {
-            $crate::Conn::AsyncPostgres(c) => $crate::__async_together!(c, $($method($query)),+),
-            mut conn => {
-                async {
-                    ::core::result::Result::Ok::<_, $crate::__private::diesel::result::Error>((
-                        $($crate::run!(&mut conn, $method($query))?,)+
-                    ))
-                }
-                .await
-            }
-        }
-    };
-}
-
-/// The pipelined arm of [`run_together!`](crate::run_together): each
-/// statement is sent through a shared reference to the connection, and the
-/// futures are polled together, as diesel-async pipelines them.
+/// A tokio-postgres connection shared by statements sent together:
+/// [`Pipeline::load`] futures polled together (`futures_util::future::try_join3`)
+/// are all written before the first answer is read, as diesel-async
+/// pipelines them: one round trip. [`Conn::pipeline`] gives one.
 #[cfg(feature = "async")]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __async_together {
-    ($c:ident, $($method:ident($query:expr)),+) => {{
-        let shared: &$crate::AsyncPgConnection = &*$c;
-        $crate::__private::tokio::try_join!($(async {
-            let mut handle = shared;
-            $crate::__async_statement!(&mut handle, $method($query))
-        }),+)
-    }};
+pub struct Pipeline<'c>(&'c AsyncPgConnection);
+
+/// Without the `async` feature there is no pipeline: this type has no values.
+#[cfg(not(feature = "async"))]
+pub enum Pipeline<'c> {
+    #[doc(hidden)]
+    Never(std::convert::Infallible, std::marker::PhantomData<&'c ()>),
 }
 
-/// Without the `async` feature the async arm cannot occur.
+#[cfg(feature = "async")]
+impl<'c> Pipeline<'c> {
+    /// Sends `query` and collects its rows, as `run!(conn, load(query))`
+    /// does (noted for the N+1 guard, counted, SQL rendered once).
+    pub fn load<'q, Q, U>(
+        &self,
+        query: Q,
+    ) -> std::pin::Pin<Box<dyn Future<Output = QueryResult<Vec<U>>> + Send + 'q>>
+    where
+        Q: diesel::query_builder::AsQuery + Send + 'q,
+        Q::Query: Send,
+        crate::asynchronous::SqlOnce<Q::Query>: diesel_async::methods::LoadQuery<'q, &'q AsyncPgConnection, U>
+            + diesel::query_builder::QueryFragment<diesel::pg::Pg>
+            + diesel::query_builder::QueryId
+            + 'q,
+        U: Send + 'q,
+        'c: 'q,
+    {
+        let shared: &'q AsyncPgConnection = self.0;
+        Box::pin(async move {
+            let mut shared = shared;
+            crate::__async_statement!(&mut shared, load(query))
+        })
+    }
+}
+
 #[cfg(not(feature = "async"))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __async_together {
-    ($c:ident, $($method:ident($query:expr)),+) => {
-        match *$c {}
-    };
+impl Pipeline<'_> {
+    /// Never called: there is no pipeline without the `async` feature.
+    pub async fn load<Q, U>(&self, _query: Q) -> QueryResult<Vec<U>> {
+        match self {
+            Self::Never(never, _) => match *never {},
+        }
+    }
 }
 
 impl<'c> Conn<'c> {
@@ -237,12 +237,16 @@ impl<'c> Conn<'c> {
         }
     }
 
-    /// Whether statements sent together with
-    /// [`run_together!`](crate::run_together) share one round trip
-    /// (tokio-postgres). Elsewhere they run one after another, so an
-    /// operation may prefer statements that use each other's results.
-    pub fn pipelines(&self) -> bool {
-        matches!(self, Self::AsyncPostgres(_))
+    /// The connection as a [`Pipeline`], when statements sent together
+    /// share one round trip (tokio-postgres). Elsewhere each statement is a
+    /// call of its own, and `None` tells an operation to run them one
+    /// after another.
+    pub fn pipeline(&self) -> Option<Pipeline<'_>> {
+        match self {
+            #[cfg(feature = "async")]
+            Self::AsyncPostgres(c) => Some(Pipeline(c)),
+            _ => None,
+        }
     }
 
     /// Runs `body` in a transaction: `Ok` commits, `Err` rolls back. Inside

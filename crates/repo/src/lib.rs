@@ -119,7 +119,7 @@ pub mod tables;
 pub use config::{
     ConfigError, DatabaseConfig, DatabaseUrl, PgBouncerMode, PoolKind, PostgresUrl, StatementLog,
 };
-pub use conn::{AsyncPgConnection, Backend, Conn, Isolation};
+pub use conn::{AsyncPgConnection, Backend, Conn, Isolation, Pipeline};
 pub use connection::AnyConnection;
 pub use error::RepoError;
 pub use executor::{ConnGuard, Executor, Mode, Out};
@@ -148,7 +148,7 @@ pub use tables::users::{
 pub mod prelude {
     pub use crate::executor::{call, read};
     pub use crate::{
-        CommentsExt, Conn, Executor, Out, PostsExt, RepoError, TagsExt, UsersExt, run, run_together,
+        CommentsExt, Conn, Executor, Out, PostsExt, RepoError, TagsExt, UsersExt, run,
     };
 }
 
@@ -159,6 +159,4 @@ pub mod __private {
     pub use diesel;
     #[cfg(feature = "async")]
     pub use diesel_async;
-    #[cfg(feature = "async")]
-    pub use tokio;
 }

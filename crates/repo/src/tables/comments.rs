@@ -44,7 +44,7 @@ pub fn comments_of_posts<'a, DB: Backend>(post_ids: &'a [i32]) -> _ {
 /// The comments on one author's posts, by id: the last level of one user's
 /// eager load, selected by the author rather than by the posts' ids, so
 /// that it can be sent together with the levels above it on tokio-postgres
-/// (see [`run_together!`](crate::run_together)). Not for SQLite: there the
+/// (see [`Pipeline`](crate::Pipeline)). Not for SQLite: there the
 /// equality on a bound value makes SQLite, which plans with its ANALYZE
 /// samples, prepare the statement again on every call; and bound as a list
 /// instead, PostgreSQL's generic plan for it scans the comments.

@@ -4,10 +4,12 @@
 
 use diesel::backend::Backend;
 use diesel::dsl::{self, AsSelect};
+use diesel::pg::Pg;
 use diesel::{
     EscapeExpressionMethods as _, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
     TextExpressionMethods,
 };
+use futures_util::future::try_join3;
 use keel_models::{Comment, NewUser, Post, User, UserChangeset};
 use keel_schema::users;
 use serde::Serialize;
@@ -22,9 +24,7 @@ use crate::executor::{call, read};
 use crate::explain::{self, ExplainedQuery};
 use crate::loading::{InIdList, group_by_key, ids};
 use crate::page::{MAX_PAGE_SIZE, Page, deleted, found, prefix_pattern};
-use crate::{
-    Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, run_together, validate,
-};
+use crate::{Conn, Executor, Out, QueryScope, RepoError, TableSize, bulk, run, validate};
 
 // ---- queries ----------------------------------------------------------------
 
@@ -144,14 +144,15 @@ async fn delete_user(conn: &mut Conn<'_>, id: i32) -> diesel::QueryResult<usize>
         .await
 }
 
-/// Both levels need only the id: sent together.
 async fn user_with_posts(
     conn: &mut Conn<'_>,
     id: i32,
 ) -> diesel::QueryResult<Option<UserWithPosts>> {
-    let (users, posts): (Vec<User>, Vec<Post>) =
-        run_together!(conn, load(user_by_id(id)), load(posts_of_authors(&[id])))?;
-    Ok(users_with_posts(users, posts).pop())
+    let Some(user) = run!(conn, get_result(user_by_id(id))).optional()? else {
+        return Ok(None);
+    };
+    let posts = run!(conn, load(posts_of_authors(&[user.id])))?;
+    Ok(users_with_posts(vec![user], posts).pop())
 }
 
 /// On tokio-postgres the three levels are selected by the id alone and sent
@@ -161,20 +162,20 @@ async fn user_with_posts_and_comments(
     conn: &mut Conn<'_>,
     id: i32,
 ) -> diesel::QueryResult<Option<UserWithPostsAndComments>> {
-    if !conn.pipelines() {
+    let Some(pipeline) = conn.pipeline() else {
         let Some(user) = run!(conn, get_result(user_by_id(id))).optional()? else {
             return Ok(None);
         };
         return load_posts_and_comments(conn, vec![user])
             .await
             .map(|mut users| users.pop());
-    }
-    let (mut users, posts, comments): (Vec<User>, Vec<Post>, Vec<Comment>) = run_together!(
-        conn,
-        load(user_by_id(id)),
-        load(posts_of_authors(&[id])),
-        load(comments_on_posts_of_author(id)),
-    )?;
+    };
+    let (mut users, posts, comments): (Vec<User>, Vec<Post>, Vec<Comment>) = try_join3(
+        pipeline.load(user_by_id::<Pg>(id)),
+        pipeline.load(posts_of_authors::<Pg>(&[id])),
+        pipeline.load(comments_on_posts_of_author::<Pg>(id)),
+    )
+    .await?;
     let Some(user) = users.pop() else {
         return Ok(None);
     };
@@ -547,8 +548,7 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         })
     }
 
-    /// One user with their posts: 2 statements, sent together (one round
-    /// trip on tokio-postgres).
+    /// One user with their posts: 2 statements.
     pub fn get_with_posts(&self, id: i32) -> Out<'a, E, UserWithPosts> {
         let db = self.db;
         db.output(async move {
