@@ -85,7 +85,7 @@ pub fn repo_config<D: TestDatabase>(fixture: &D) -> keel_repo::DatabaseConfig {
 
 /// keel's own tests run strict: a likely N+1 fails the test.
 pub fn strict_scope(name: &str) -> keel_repo::QueryScope {
-    keel_repo::QueryScope::named(name).strict(true)
+    keel_repo::QueryScope::named(name.to_owned()).strict(true)
 }
 
 /// Writes each repository test four times: sync and async mode, on

@@ -356,7 +356,9 @@ impl<P: ReplicaPool> ReplicaSet<P> {
             .collect()
     }
 
-    /// Reads that found no replica in rotation and went to the primary.
+    /// Reads that found no replica in rotation and went to the primary
+    /// (reported by the async pool, which `keel serve` runs).
+    #[cfg(feature = "async")]
     pub(crate) fn unrouted(&self) -> u64 {
         self.unrouted.load(Ordering::Relaxed)
     }

@@ -18,11 +18,14 @@
 //! meant (a paging loop) runs inside [`QueryScope::repeats_intended`];
 //! keel-repo's own paging methods do that already, and writes never count.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use smallvec::SmallVec;
 
 use crate::RepoError;
 use crate::replicas::Lsn;
@@ -46,7 +49,9 @@ pub struct QueryScope {
 }
 
 struct ScopeState {
-    name: String,
+    /// Borrowed when it is a literal: a scope per request should not have
+    /// to copy a fixed name.
+    name: Cow<'static, str>,
     strict: bool,
     repeat_threshold: u32,
     statements: AtomicU64,
@@ -78,12 +83,17 @@ fn settings_from_env() -> (bool, u32) {
     })
 }
 
+/// What a scope saw. A scope usually lives for one request of a few
+/// statements, so its log and its shape counts start inline: a scope of up
+/// to four statements allocates nothing but itself.
 #[derive(Default)]
 struct Record {
-    log: Vec<Arc<str>>,
+    log: SmallVec<[Arc<str>; 4]>,
     select_shapes: HashMap<String, u32>,
-    /// `SELECT`s known by their static identity (see [`shapes`]).
-    noted_selects: HashMap<shapes::ShapeKey, u32>,
+    /// `SELECT`s known by their static identity (see [`shapes`]), with how
+    /// often each ran. A list, not a map: a scope sees few shapes, and a scan
+    /// of a few keys costs less than hashing one.
+    noted_selects: SmallVec<[(shapes::ShapeKey, u32); 4]>,
     repeated: Option<RepeatedStatement>,
 }
 
@@ -123,13 +133,14 @@ impl QueryScope {
         Self::named("scope")
     }
 
-    /// A new scope with a name for warnings (e.g. `GET /users/{id}`).
-    pub fn named(name: impl Into<String>) -> Self {
+    /// A new scope with a name for warnings (e.g. `GET /users/{id}`): a
+    /// literal, or a `String` built for it.
+    pub fn named(name: impl Into<Cow<'static, str>>) -> Self {
         let (strict, repeat_threshold) = settings_from_env();
         Self::build(name.into(), strict, repeat_threshold)
     }
 
-    fn build(name: String, strict: bool, repeat_threshold: u32) -> Self {
+    fn build(name: Cow<'static, str>, strict: bool, repeat_threshold: u32) -> Self {
         Self {
             state: Arc::new(ScopeState {
                 name,
@@ -334,9 +345,20 @@ impl QueryScope {
         self.state.statements.fetch_add(1, Ordering::Relaxed);
         let mut record = self.lock();
         if shape.select && !Self::intended_here() {
-            let count = record.noted_selects.entry(key).or_insert(0);
-            *count += 1;
-            let count = *count;
+            let count = match record
+                .noted_selects
+                .iter_mut()
+                .find(|(seen, _)| *seen == key)
+            {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count
+                }
+                None => {
+                    record.noted_selects.push((key, 1));
+                    1
+                }
+            };
             self.flag_if_repeated(&mut record, count, &shape.sql);
         }
         if record.log.len() < LOG_CAPACITY {
@@ -370,7 +392,7 @@ impl QueryScope {
         }
         match self.repeated() {
             Some(RepeatedStatement { statement, count }) => Err(RepoError::RepeatedStatement {
-                scope: self.state.name.clone(),
+                scope: self.state.name.to_string(),
                 statement,
                 count,
             }),
@@ -390,7 +412,6 @@ impl QueryScope {
 pub mod shapes {
     use std::any::TypeId;
     use std::cell::Cell;
-    use std::collections::HashMap;
     use std::marker::PhantomData;
     use std::sync::{Arc, OnceLock, RwLock};
 
@@ -487,8 +508,10 @@ pub mod shapes {
         NOTED.take()
     }
 
-    pub(crate) fn known() -> &'static RwLock<HashMap<ShapeKey, Arc<Shape>>> {
-        static KNOWN: OnceLock<RwLock<HashMap<ShapeKey, Arc<Shape>>>> = OnceLock::new();
+    /// Every shape seen by the process. Read once per statement in a scope,
+    /// so hashed with foldhash: its keys are type ids, not client input.
+    pub(crate) fn known() -> &'static RwLock<foldhash::HashMap<ShapeKey, Arc<Shape>>> {
+        static KNOWN: OnceLock<RwLock<foldhash::HashMap<ShapeKey, Arc<Shape>>>> = OnceLock::new();
         KNOWN.get_or_init(Default::default)
     }
 
