@@ -8,7 +8,10 @@
 //! * `schema-update`: regenerates `crates/schema/src/schema.rs` from a fresh
 //!   PostgreSQL database migrated with `migrations/postgres`.
 //!
-//! Both drive the diesel CLI. The PostgreSQL server comes from `KEEL_PG_URL`
+//! * `guard-cost`: the N+1 guard's share of keel-bench's B2 and B4, counted
+//!   in instructions under callgrind (see [`guard_cost`]).
+//!
+//! The schema tasks drive the diesel CLI. The PostgreSQL server comes from `KEEL_PG_URL`
 //! (default `postgres://postgres@127.0.0.1:5432`); every run uses its own
 //! scratch database, dropped afterwards with `diesel database drop`.
 
@@ -29,6 +32,8 @@ mod database_url;
 
 use database_url::{DatabaseUrl, PostgresUrl};
 
+mod guard_cost;
+
 type Result<T, E = String> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
@@ -39,6 +44,9 @@ tasks:
                  (exact print-schema output) and migrations/sqlite (same tables,
                  columns, nullability, keys and joins up to Diesel type aliases)
   schema-update  regenerate crates/schema/src/schema.rs from migrations/postgres
+  guard-cost     the N+1 guard's share of keel-bench's B2 and B4 on both
+                 backends, in instructions under valgrind's callgrind (fails
+                 over 5%)
 
 environment:
   KEEL_PG_URL    PostgreSQL server to create scratch databases on
@@ -72,6 +80,7 @@ fn main() -> ExitCode {
     let result = match task {
         "schema-check" => schema_check(),
         "schema-update" => schema_update().map(|()| true),
+        "guard-cost" => guard_cost::guard_cost(),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
