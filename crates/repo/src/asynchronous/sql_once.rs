@@ -13,7 +13,6 @@
 //! [`run!`]: crate::run
 
 use std::any::TypeId;
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use diesel::pg::{Pg, PgQueryBuilder};
@@ -64,9 +63,11 @@ impl<Q: QueryFragment<Pg> + QueryId> QueryFragment<Pg> for SqlOnce<Q> {
     }
 }
 
-/// SQL by statement type, for this process.
-fn rendered() -> &'static RwLock<HashMap<TypeId, Arc<str>>> {
-    static RENDERED: OnceLock<RwLock<HashMap<TypeId, Arc<str>>>> = OnceLock::new();
+/// SQL by statement type, for this process. Read once per statement, so
+/// hashed with foldhash (its keys are type ids, not client input), as the
+/// N+1 guard's shape map is.
+fn rendered() -> &'static RwLock<foldhash::HashMap<TypeId, Arc<str>>> {
+    static RENDERED: OnceLock<RwLock<foldhash::HashMap<TypeId, Arc<str>>>> = OnceLock::new();
     RENDERED.get_or_init(Default::default)
 }
 
