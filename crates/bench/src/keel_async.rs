@@ -30,12 +30,17 @@ impl KeelAsync {
     /// Opens keel's async pool on `url` (16 connections) and warms it (see
     /// [`warm_up`]).
     pub fn connect(runtime: Handle, url: DatabaseUrl) -> anyhow::Result<Self> {
-        let postgres = matches!(url, DatabaseUrl::Postgres(_));
         let mut config = DatabaseConfig::new(url);
         config.pool_size = POOL_SIZE;
-        let db = Arc::new(runtime.block_on(AsyncDatabase::connect(&config))?);
-        runtime.block_on(warm_up(&db, postgres))?;
+        let db = Self::open(&runtime, &config)?;
         Ok(Self { runtime, db })
+    }
+
+    fn open(runtime: &Handle, config: &DatabaseConfig) -> anyhow::Result<Arc<AsyncDatabase>> {
+        let postgres = matches!(config.url, DatabaseUrl::Postgres(_));
+        let db = Arc::new(runtime.block_on(AsyncDatabase::connect(config))?);
+        runtime.block_on(warm_up(&db, postgres))?;
+        Ok(db)
     }
 
     fn statements(&self) -> u64 {
@@ -146,6 +151,11 @@ async fn warm_up(db: &Arc<AsyncDatabase>, postgres: bool) -> anyhow::Result<()> 
 }
 
 impl Contender for KeelAsync {
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        self.db = Self::open(&self.runtime, self.db.config())?;
+        Ok(())
+    }
+
     /// keel's async load path: `db.run_blocking` hands the same sync
     /// transaction as in sync mode (`insert_many` per table, one commit) to
     /// a blocking thread, where PostgreSQL loads each table with `COPY`.

@@ -92,6 +92,11 @@ pub fn graph_limit() -> i64 {
 }
 
 impl Contender for KeelSync {
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        self.db = Database::connect(self.db.config())?;
+        Ok(())
+    }
+
     /// The workload's one transaction: `insert_many` (keel's load path, no
     /// `RETURNING`: `COPY` on PostgreSQL, multi-row `INSERT`s on SQLite) for
     /// each table inside one `db.transaction`, one commit at the end.

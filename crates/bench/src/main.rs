@@ -297,6 +297,10 @@ impl ModeRun<'_, '_, '_> {
         }
         if !reads.is_empty() {
             self.admin.analyze()?;
+            if self.backend == Backend::Sqlite {
+                self.keel.reopen()?;
+                self.baseline.reopen()?;
+            }
         }
         let repeat = self.bench.args.repeat();
         let lookup_ids = self.bench.inputs.lookup_ids.clone();

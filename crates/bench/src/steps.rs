@@ -175,6 +175,14 @@ impl LoadRows {
 /// keel-repo in one mode, or a hand-written baseline: the steps it runs.
 /// Each method times the step itself (nothing before or after it).
 pub trait Contender {
+    /// Opens fresh connections after `ANALYZE`, as a service started after
+    /// it would have: SQLite loads the planner statistics when a connection
+    /// opens, so a connection opened before them plans without them. Both
+    /// contenders reopen (on SQLite only: PostgreSQL keeps statistics on
+    /// the server), so both plan with the same statistics.
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Inserts every row into fresh, empty tables (B1; B7 for the COPY baseline).
     fn load(&mut self, rows: &LoadRows) -> anyhow::Result<Run<()>>;
     /// B2: the first 1000 active users, their posts, those posts' comments,

@@ -31,6 +31,12 @@ pub struct DatabaseConfig {
     /// How long a SQLite statement waits for another writer's lock
     /// (`KEEL_SQLITE_BUSY_TIMEOUT_MS`, default 5 s).
     pub sqlite_busy_timeout: Duration,
+    /// Whether SQLite statements keep the plan they were prepared with
+    /// (`KEEL_SQLITE_STABLE_PLANS`, default on): without it, a database
+    /// with `ANALYZE` statistics prepares a cached statement again whenever
+    /// a bound value its plan looked at changes (docs/architecture.md,
+    /// "SQLite plans").
+    pub sqlite_stable_plans: bool,
     /// Which async pool (`KEEL_POOL`: `deadpool`, the default, or `bb8`,
     /// which needs keel-repo's `bb8` feature). Sync mode always uses r2d2.
     pub pool: PoolKind,
@@ -136,6 +142,7 @@ impl DatabaseConfig {
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(1800)),
             sqlite_busy_timeout: Duration::from_secs(5),
+            sqlite_stable_plans: true,
             pool: PoolKind::Deadpool,
             log_statements: StatementLog::Off,
             replica_urls: Vec::new(),
@@ -173,6 +180,19 @@ impl DatabaseConfig {
         }
         if let Some(ms) = env_number("KEEL_SQLITE_BUSY_TIMEOUT_MS")? {
             config.sqlite_busy_timeout = Duration::from_millis(ms);
+        }
+        if let Some(stable) = env_text("KEEL_SQLITE_STABLE_PLANS")? {
+            config.sqlite_stable_plans = match stable.as_str() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => {
+                    return Err(invalid(
+                        "KEEL_SQLITE_STABLE_PLANS",
+                        stable,
+                        "expected 0 or 1",
+                    ));
+                }
+            };
         }
         if let Some(pool) = env_text("KEEL_POOL")? {
             config.pool = match pool.as_str() {

@@ -36,7 +36,8 @@ impl AnyConnection {
                 Self::Postgres(PgConnection::establish(&config.postgres_url(url)).map_err(failed)?)
             }
             DatabaseUrl::Sqlite(path) => {
-                let mut conn = SqliteConnection::establish(path).map_err(failed)?;
+                let mut conn = crate::sqlite_plans::establish(path, config.sqlite_stable_plans)
+                    .map_err(failed)?;
                 conn.batch_execute(&config.sqlite_setup_sql())?;
                 Self::Sqlite(conn)
             }

@@ -109,6 +109,7 @@ mod pgbouncer;
 pub mod replicas;
 mod retry;
 pub mod scope;
+mod sqlite_plans;
 #[cfg(feature = "sync")]
 pub mod sync;
 pub mod validate;

@@ -26,13 +26,17 @@ pub const CONNECTION_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_m
 
 /// The hand-written SQLite baseline: one connection.
 pub struct SqliteBaseline {
+    path: String,
     conn: Connection,
 }
 
 impl SqliteBaseline {
     /// Opens `path` with [`CONNECTION_SETUP`].
     pub fn connect(path: &str) -> anyhow::Result<Self> {
-        Ok(Self { conn: open(path)? })
+        Ok(Self {
+            path: path.to_owned(),
+            conn: open(path)?,
+        })
     }
 }
 
@@ -141,6 +145,11 @@ fn rows_where_in<T>(
 }
 
 impl Contender for SqliteBaseline {
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        self.conn = open(&self.path)?;
+        Ok(())
+    }
+
     fn load(&mut self, rows: &LoadRows) -> anyhow::Result<Run<()>> {
         let start = Instant::now();
         let tx = self

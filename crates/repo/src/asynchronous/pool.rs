@@ -88,6 +88,7 @@ pub(crate) fn pg_manager(
 pub struct SqliteManager {
     path: String,
     pragmas: String,
+    stable_plans: bool,
     statements: StatementCounter,
 }
 
@@ -96,6 +97,7 @@ impl SqliteManager {
         Self {
             path: path.to_owned(),
             pragmas: config.sqlite_setup_sql(),
+            stable_plans: config.sqlite_stable_plans,
             statements: statements.clone(),
         }
     }
@@ -103,9 +105,10 @@ impl SqliteManager {
     async fn open(&self) -> Result<SqliteConnection, PoolError> {
         let path = self.path.clone();
         let pragmas = self.pragmas.clone();
+        let stable_plans = self.stable_plans;
         let statements = self.statements.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = SqliteConnection::establish(&path)?;
+            let mut conn = crate::sqlite_plans::establish(&path, stable_plans)?;
             conn.batch_execute(&pragmas)
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(statements);

@@ -80,6 +80,8 @@ pub struct Tracked<C> {
 #[doc(hidden)]
 pub struct Manager<C: R2D2Connection + 'static> {
     inner: ConnectionManager<C>,
+    /// SQLite connections keep their plans ([`crate::sqlite_plans`]).
+    stable_plans: bool,
 }
 
 impl<C: R2D2Connection + Send + 'static> ManageConnection for Manager<C> {
@@ -88,7 +90,7 @@ impl<C: R2D2Connection + Send + 'static> ManageConnection for Manager<C> {
 
     fn connect(&self) -> Result<Tracked<C>, Self::Error> {
         Ok(Tracked {
-            conn: self.inner.connect()?,
+            conn: crate::sqlite_plans::opening(self.stable_plans, || self.inner.connect())?,
             lost: Arc::default(),
         })
     }
@@ -388,7 +390,10 @@ impl BackendPool {
             DatabaseUrl::Postgres(url) => Self::Postgres(
                 build_pool(
                     pool_builder(config).connection_customizer(Box::new(setup)),
-                    ConnectionManager::new(config.postgres_url(url)),
+                    Manager {
+                        inner: ConnectionManager::new(config.postgres_url(url)),
+                        stable_plans: false,
+                    },
                     verify,
                 )
                 .map_err(connect_error)?,
@@ -396,7 +401,10 @@ impl BackendPool {
             DatabaseUrl::Sqlite(path) => Self::Sqlite(
                 build_pool(
                     pool_builder(config).connection_customizer(Box::new(setup)),
-                    ConnectionManager::new(path),
+                    Manager {
+                        inner: ConnectionManager::new(path),
+                        stable_plans: config.sqlite_stable_plans,
+                    },
                     verify,
                 )
                 .map_err(connect_error)?,
@@ -496,10 +504,9 @@ impl Executor for Database {
 /// r2d2's `build` (waits for the first connection) or `build_unchecked`.
 fn build_pool<C: R2D2Connection + Send + 'static>(
     builder: r2d2::Builder<Manager<C>>,
-    inner: ConnectionManager<C>,
+    manager: Manager<C>,
     verify: bool,
 ) -> Result<Pool<Manager<C>>, r2d2::Error> {
-    let manager = Manager { inner };
     if verify {
         builder.build(manager)
     } else {
