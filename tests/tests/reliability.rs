@@ -1264,16 +1264,21 @@ mod async_pool_limits {
         };
         let mut config = config(&fixture);
         // Long enough that two calls fit inside it on a loaded CI machine.
-        config.max_lifetime = Some(Duration::from_secs(2));
+        let lifetime = Duration::from_secs(2);
+        config.max_lifetime = Some(lifetime);
+        let opened = Instant::now();
         let db = AsyncDatabase::connect(&config).await.expect("pool");
         db.users().page(None, 1).await.expect("query");
         let first = backend_pids(&fixture.url());
         db.users().page(None, 1).await.expect("query");
-        assert_eq!(
-            backend_pids(&fixture.url()),
-            first,
-            "reused within its lifetime"
-        );
+        let second = backend_pids(&fixture.url());
+        // A machine stalled past the lifetime (CI once was) rightly replaces
+        // the connection already: reuse is only owed within the lifetime.
+        if opened.elapsed() < lifetime {
+            assert_eq!(second, first, "reused within its lifetime");
+        } else {
+            eprintln!("the two calls took longer than the lifetime: reuse not checked");
+        }
         tokio::time::sleep(Duration::from_millis(2200)).await;
         db.users().page(None, 1).await.expect("query");
         let later = backend_pids(&fixture.url());
