@@ -11,6 +11,11 @@
 //! on PostgreSQL in async mode that is tokio-postgres's connection task,
 //! which leaves the denominator smaller and the percentage, if anything,
 //! high.
+//!
+//! PostgreSQL's counts do move between runs (by 4% for the same plain B4):
+//! whether a reply is already there when the client reads decides how often
+//! the network path polls and wakes. So PostgreSQL runs several times, and
+//! each step's median share is the one held against the target.
 
 use std::fs;
 use std::path::Path;
@@ -20,6 +25,10 @@ use crate::{Result, workspace_root};
 
 /// The target: the guard adds at most this share to a step.
 const TARGET_PERCENT: f64 = 5.0;
+
+/// Runs per backend: SQLite's counts repeat to within 0.1%, PostgreSQL's
+/// do not (see the module's doc).
+const RUNS: &[(&str, usize)] = &[("sqlite", 1), ("postgres", 3)];
 
 /// keel-bench's arguments: a small workload, each step once, no HTTP (its
 /// CPU clock reads the vDSO, which valgrind does not map).
@@ -93,32 +102,48 @@ pub(crate) fn guard_cost() -> Result<bool> {
     let bench = root.join("target/release/keel-bench");
 
     let mut all_met = true;
-    println!("backend   mode   step              plain instr  guarded instr   guard");
-    for backend in ["sqlite", "postgres"] {
-        let profile = out_dir.join(format!("{backend}.callgrind"));
-        let mut valgrind = Command::new("valgrind");
-        valgrind
-            .current_dir(&root)
-            .arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}", profile.display()))
-            .arg(&bench)
-            .args(["--backend", backend])
-            .args(BENCH_ARGS)
-            .arg("--out-dir")
-            .arg(out_dir.join(backend));
-        run(&mut valgrind, "valgrind --tool=callgrind keel-bench")?;
-        let costs = inclusive_costs(&profile)?;
-        for pair in PAIRS {
-            let plain = cost_of(&costs, pair.plain, &profile)?;
-            let guarded = cost_of(&costs, pair.guarded, &profile)?;
-            let percent = (guarded as f64 / plain as f64 - 1.0) * 100.0;
+    println!("backend   mode   step              plain instr  guarded instr   guard  (each run)");
+    for &(backend, runs) in RUNS {
+        // Per pair, each run's (plain, guarded, share).
+        let mut measured: Vec<Vec<(u64, u64, f64)>> = vec![Vec::new(); PAIRS.len()];
+        for run_index in 0..runs {
+            let profile = out_dir.join(format!("{backend}-{run_index}.callgrind"));
+            let mut valgrind = Command::new("valgrind");
+            valgrind
+                .current_dir(&root)
+                .arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", profile.display()))
+                .arg(&bench)
+                .args(["--backend", backend])
+                .args(BENCH_ARGS)
+                .arg("--out-dir")
+                .arg(out_dir.join(backend));
+            run(&mut valgrind, "valgrind --tool=callgrind keel-bench")?;
+            let costs = inclusive_costs(&profile)?;
+            for (pair, runs) in PAIRS.iter().zip(&mut measured) {
+                let plain = cost_of(&costs, pair.plain, &profile)?;
+                let guarded = cost_of(&costs, pair.guarded, &profile)?;
+                runs.push((
+                    plain,
+                    guarded,
+                    (guarded as f64 / plain as f64 - 1.0) * 100.0,
+                ));
+            }
+        }
+        for (pair, mut runs) in PAIRS.iter().zip(measured) {
+            let each: Vec<String> = runs.iter().map(|(_, _, p)| format!("{p:+.1}%")).collect();
+            runs.sort_by(|a, b| a.2.total_cmp(&b.2));
+            let Some(&(plain, guarded, percent)) = runs.get(runs.len() / 2) else {
+                continue;
+            };
             let met = percent <= TARGET_PERCENT;
             all_met &= met;
             println!(
-                "{backend:<9} {:<6} {:<16} {plain:>12} {guarded:>14} {percent:>+6.1}%  {}",
+                "{backend:<9} {:<6} {:<16} {plain:>12} {guarded:>14} {percent:>+6.1}%  {}  ({})",
                 pair.mode,
                 pair.step,
-                if met { "met" } else { "MISSED" }
+                if met { "met" } else { "MISSED" },
+                each.join(", ")
             );
         }
     }
