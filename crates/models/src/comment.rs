@@ -34,6 +34,7 @@ pub struct Comment {
     /// UTC (the column default is UTC whatever the writer's time zone);
     /// JSON renders it as RFC 3339 with `Z`.
     #[serde(serialize_with = "crate::utc_rfc3339")]
+    #[diesel(deserialize_as = crate::StoredTimestamp)]
     pub created_at: NaiveDateTime,
     /// The comment this one replies to; `None` for a top-level comment.
     pub parent_id: Option<i32>,

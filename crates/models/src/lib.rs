@@ -12,11 +12,13 @@
 mod comment;
 mod post;
 mod tag;
+mod timestamp;
 mod user;
 
 pub use comment::{Comment, CommentChangeset, NewComment};
 pub use post::{NewPost, Post, PostChangeset};
 pub use tag::{NewTag, PostTag, Tag};
+pub use timestamp::StoredTimestamp;
 pub use user::{NewUser, User, UserChangeset};
 
 /// Serializes a UTC timestamp as RFC 3339 with `Z` (`2026-11-30T03:00:00.123456Z`):
