@@ -89,7 +89,10 @@ fn settings_from_env() -> (bool, u32) {
 #[derive(Default)]
 struct Record {
     log: SmallVec<[Arc<str>; 4]>,
-    select_shapes: HashMap<String, u32>,
+    /// Shapes of statements known only by their text. Made on first use:
+    /// most scopes see only noted statements, and an empty `HashMap` still
+    /// seeds its hasher (a thread-local read) when the scope is created.
+    select_shapes: Option<HashMap<String, u32>>,
     /// `SELECT`s known by their static identity (see [`shapes`]), with how
     /// often each ran. A list, not a map: a scope sees few shapes, and a scan
     /// of a few keys costs less than hashing one.
@@ -322,13 +325,14 @@ impl QueryScope {
         if keyword == "SELECT" && !Self::intended_here() {
             let shape = text.split(" -- binds:").next().unwrap_or_default().trim();
             // A shape is copied once, when first seen, not per statement.
-            let count = match record.select_shapes.get_mut(shape) {
+            let shapes = record.select_shapes.get_or_insert_with(HashMap::new);
+            let count = match shapes.get_mut(shape) {
                 Some(count) => {
                     *count += 1;
                     *count
                 }
                 None => {
-                    record.select_shapes.insert(shape.to_owned(), 1);
+                    shapes.insert(shape.to_owned(), 1);
                     1
                 }
             };
