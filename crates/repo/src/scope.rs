@@ -542,7 +542,7 @@ pub mod shapes {
 
 /// Runs `f` with a thread-local flag set, restoring its previous value
 /// afterwards, also when `f` panics.
-fn with_thread_flag<T>(
+pub(crate) fn with_thread_flag<T>(
     flag: &'static std::thread::LocalKey<Cell<bool>>,
     f: impl FnOnce() -> T,
 ) -> T {

@@ -55,15 +55,7 @@ pub(crate) fn opening<T>(stable_plans: bool, open: impl FnOnce() -> T) -> T {
         return open();
     }
     register_once();
-    let previous = OPENING_STABLE.replace(true);
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OPENING_STABLE.set(self.0);
-        }
-    }
-    let _restore = Restore(previous);
-    open()
+    crate::scope::with_thread_flag(&OPENING_STABLE, open)
 }
 
 fn register_once() {
