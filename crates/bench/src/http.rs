@@ -136,11 +136,7 @@ pub fn install_log_sink() {
         LOGGING.load(std::sync::atomic::Ordering::Relaxed) && LevelFilter::INFO >= *meta.level()
     })
     .with_max_level_hint(LevelFilter::INFO);
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::sink)
-        .with_ansi(false)
-        .with_target(false)
-        .with_filter(filter);
+    let layer = keel::logging::layer(std::io::sink, false).with_filter(filter);
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -28,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// How long and how many: the limits that keep slow or numerous clients
 /// from holding the server.
@@ -35,6 +38,8 @@ use tokio_util::task::TaskTracker;
 pub(crate) struct ConnectionLimits {
     /// A client must send a whole request head within this time.
     pub(crate) header_read_timeout: Duration,
+    /// A body that stalls this long between two pieces is answered 408.
+    pub(crate) body_read_timeout: Duration,
     /// Connections open at once; past it, new ones wait in the kernel's
     /// listen queue until one closes.
     pub(crate) max_connections: usize,
@@ -51,15 +56,24 @@ pub(crate) struct Stopped {
     pub(crate) cut: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops as
-/// the module documentation describes.
+/// Serves `router` on `listener`, behind the guards every request passes
+/// whatever its route (a panic becomes a JSON 500, a body is refused past
+/// 64 KiB, one that stalls between two pieces is answered 408), until
+/// `shutdown` resolves, then stops as the module documentation describes.
 pub(crate) async fn serve_connections(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> Stopped {
-    let service = TowerToHyperService::new(router);
+    // Around the router, not inside it: a `Router::layer` wraps every route,
+    // and a router around the router routes every request twice.
+    let guarded = tower::ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(super::panic_response))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
+        .layer(DefaultBodyLimit::max(super::MAX_BODY_BYTES))
+        .service(router);
+    let service = TowerToHyperService::new(guarded);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);

@@ -24,15 +24,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::{CONNECTION, CONTENT_LENGTH};
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use keel_repo::asynchronous::AsyncDatabase;
 use keel_repo::{DatabaseConfig, Lsn, PgBouncerMode, PostgresUrl, QueryScope};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use self::connections::ConnectionLimits;
 
@@ -172,13 +170,13 @@ impl ServeArgs {
             statement_budget: self.statement_budget,
             strict: self.strict,
             request_timeout: self.request_timeout,
-            body_read_timeout: self.body_read_timeout,
         }
     }
 
     fn limits(&self) -> ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
             max_connections: self.max_connections as usize,
             grace_period: self.grace_period,
         }
@@ -195,8 +193,6 @@ pub struct ApiOptions {
     pub strict: bool,
     /// A request still running after this is answered 503 `timeout`.
     pub request_timeout: Duration,
-    /// A body that stalls this long between two pieces is answered 408.
-    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiOptions {
@@ -205,15 +201,15 @@ impl Default for ApiOptions {
             statement_budget: 20,
             strict: false,
             request_timeout: Duration::from_secs(30),
-            body_read_timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// The router `keel serve` runs, on `db`, with every middleware: per-request
-/// statement scope and `X-Query-Count`, metrics, logs, body limit and read
-/// timeout, request timeout, panic guard. Fails only if the metrics cannot
-/// be registered.
+/// The router `keel serve` runs, on `db`, with its per-request middleware:
+/// statement scope and `X-Query-Count`, metrics, logs, request timeout.
+/// keel's accept loop ([`serve_router`]) adds what guards the server as a
+/// whole: the panic guard, the body limit and the body read timeout. Fails
+/// only if the metrics cannot be registered.
 pub fn api(db: Arc<AsyncDatabase>, options: &ApiOptions) -> Result<Router, prometheus::Error> {
     let state = AppState {
         db,
@@ -222,12 +218,13 @@ pub fn api(db: Arc<AsyncDatabase>, options: &ApiOptions) -> Result<Router, prome
         strict: options.strict,
         request_timeout: options.request_timeout,
     };
-    Ok(app(state, options.body_read_timeout))
+    Ok(app(state))
 }
 
-/// Serves `router` on `listener` as `keel serve` does, with its default
-/// connection limits, until `shutdown` resolves; then stops as `keel serve`
-/// stops on SIGTERM.
+/// Serves `router` on `listener` as `keel serve` does, with its guards
+/// (panic guard, body limit, body read timeout) and default connection
+/// limits, until `shutdown` resolves; then stops as `keel serve` stops on
+/// SIGTERM.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -235,38 +232,36 @@ pub async fn serve_router(
 ) {
     let limits = ConnectionLimits {
         header_read_timeout: Duration::from_secs(5),
+        body_read_timeout: Duration::from_secs(5),
         max_connections: 1024,
         grace_period: Duration::from_secs(10),
     };
     connections::serve_connections(listener, router, limits, shutdown).await;
 }
 
-/// The router with its middleware: body limit and read timeout, panic
-/// guard, per-request scope.
-fn app(state: AppState, body_read_timeout: Duration) -> Router {
-    with_middleware(routes::router(state.clone()), state, body_read_timeout)
+/// The routes with the per-request middleware.
+fn app(state: AppState) -> Router {
+    with_middleware(routes::router(state.clone()), state)
 }
 
-fn with_middleware(router: Router, state: AppState, body_read_timeout: Duration) -> Router {
+fn with_middleware(router: Router, state: AppState) -> Router {
     // `observe` needs the matched route (for the metrics' labels), which
-    // only exists inside the router, so it is a route layer. The others need
-    // no route: they wrap the router once. Each `Router::layer` wraps every
-    // route, and costs every request a boxed clone of the route's service
-    // and a boxed future.
-    let routed = router.layer(middleware::from_fn_with_state(state, observe));
-    let guarded = tower::ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-            .into_response()
-        }))
-        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .service(routed);
-    Router::new().fallback_service(guarded)
+    // only exists inside the router, so it is a route layer. The guards that
+    // need no route wrap the router once, in the accept loop ([`connections`]):
+    // a `Router::layer` wraps every route, and a router around the router
+    // routes every request twice.
+    router.layer(middleware::from_fn_with_state(state, observe))
+}
+
+/// What a client sees when a handler panics (the panic itself is logged by
+/// the panic hook).
+fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
 }
 
 /// A 413 for a request whose `Content-Length` is over the limit, to answer
@@ -350,7 +345,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let elapsed = started.elapsed();
     response
         .headers_mut()
-        .insert("x-query-count", HeaderValue::from(statements));
+        .insert(QUERY_COUNT_HEADER, HeaderValue::from(statements));
     if let Some(lsn) = scope.write_lsn()
         && let Ok(value) = HeaderValue::from_str(&lsn.to_string())
     {
@@ -381,7 +376,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// The header that carries a write's commit LSN: keel sets it on a response
 /// to a request that wrote (on a pool with replicas), and a client that
 /// sends it back reads its write on any replica.
-const LSN_HEADER: &str = "x-keel-lsn";
+const LSN_HEADER: HeaderName = HeaderName::from_static("x-keel-lsn");
+
+/// The header that carries a request's statement count. A `HeaderName`
+/// made once: a `&str` name is parsed and hashed again on every insert.
+const QUERY_COUNT_HEADER: HeaderName = HeaderName::from_static("x-query-count");
 
 /// The LSN a request carries in `X-Keel-Lsn`, if any; a 400 when the header
 /// is not one.
@@ -514,13 +513,7 @@ mod tests {
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                with_middleware(router, state, Duration::from_secs(5)),
-            )
-            .await
-        });
+        tokio::spawn(async move { axum::serve(listener, with_middleware(router, state)).await });
         let response = reqwest::get(format!("http://{address}/loop"))
             .await
             .expect("request");
@@ -559,10 +552,16 @@ mod tests {
         assert_eq!(
             (
                 limits.header_read_timeout,
+                limits.body_read_timeout,
                 limits.max_connections,
                 limits.grace_period
             ),
-            (Duration::from_secs(5), 1024, Duration::from_secs(10))
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+                1024,
+                Duration::from_secs(10)
+            )
         );
     }
 
