@@ -241,6 +241,11 @@ impl QueryScope {
 
     /// The first `SELECT` shape that ran more often than the threshold.
     pub fn repeated(&self) -> Option<RepeatedStatement> {
+        // The flag is set with the record: a scope without a repeat (most
+        // of them) answers without taking the lock.
+        if !self.state.flagged.load(Ordering::Acquire) {
+            return None;
+        }
         self.lock().repeated.clone()
     }
 
