@@ -349,17 +349,17 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible>,
 {
     let method = request.method().clone();
-    // A clone of the URI shares its bytes: the path stays readable for the
-    // log line after the request is handed on, without a copy.
-    let uri = request.uri().clone();
-    let path = uri.path();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
+    let path = request.uri().path();
     let mut name = String::with_capacity(method.as_str().len() + 1 + path.len());
     name.push_str(method.as_str());
     name.push(' ');
     name.push_str(path);
     let scope = QueryScope::named(name).strict(state.strict);
+    // The scope's name holds the path: the log line reads it there after
+    // the request is handed on, without a copy of the URI.
+    let path = &scope.name()[method.as_str().len() + 1..];
     let answered = match (declared_oversize(&request), client_lsn(&request)) {
         (Some(refused), _) => Ok(refused),
         (None, Err(refused)) => Ok(*refused),
@@ -399,7 +399,7 @@ where
     let elapsed = started.elapsed();
     response
         .headers_mut()
-        .insert(QUERY_COUNT_HEADER, HeaderValue::from(statements));
+        .insert(QUERY_COUNT_HEADER, query_count(statements));
     if let Some(lsn) = scope.write_lsn()
         && let Ok(value) = HeaderValue::from_str(&lsn.to_string())
     {
@@ -431,6 +431,20 @@ where
 /// to a request that wrote (on a pool with replicas), and a client that
 /// sends it back reads its write on any replica.
 const LSN_HEADER: HeaderName = HeaderName::from_static("x-keel-lsn");
+
+/// `X-Query-Count`'s value. Most requests run a handful of statements:
+/// their counts are static strings, where `HeaderValue::from(u64)` would
+/// allocate.
+fn query_count(statements: u64) -> HeaderValue {
+    const SMALL: [&str; 21] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20",
+    ];
+    match usize::try_from(statements).ok().and_then(|n| SMALL.get(n)) {
+        Some(count) => HeaderValue::from_static(count),
+        None => HeaderValue::from(statements),
+    }
+}
 
 /// The header that carries a request's statement count. A `HeaderName`
 /// made once: a `&str` name is parsed and hashed again on every insert.
@@ -577,6 +591,17 @@ mod tests {
 
     fn log_text() -> String {
         String::from_utf8_lossy(&captured_log().lock().expect("log")).into_owned()
+    }
+
+    #[test]
+    fn a_query_count_reads_as_its_number() {
+        for statements in [0, 1, 9, 10, 20, 21, 1_000, u64::MAX] {
+            assert_eq!(
+                query_count(statements),
+                HeaderValue::from(statements),
+                "{statements}"
+            );
+        }
     }
 
     #[test]
