@@ -471,7 +471,13 @@ impl DatabaseUrl {
     /// The URL from `DATABASE_URL` (a `.env` file counts, if the caller loaded
     /// it with dotenvy), or the default SQLite file when it is unset.
     pub fn from_env() -> Result<Self, DatabaseUrlError> {
-        match std::env::var("DATABASE_URL") {
+        Self::from_var(std::env::var("DATABASE_URL"))
+    }
+
+    /// [`DatabaseUrl::from_env`] for a value read elsewhere, as
+    /// `std::env::var` returns it.
+    pub fn from_var(value: Result<String, std::env::VarError>) -> Result<Self, DatabaseUrlError> {
+        match value {
             Ok(url) => Self::parse(&url),
             Err(std::env::VarError::NotUnicode(_)) => Err(DatabaseUrlError::NotUnicode),
             Err(std::env::VarError::NotPresent) => {

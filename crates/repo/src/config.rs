@@ -159,29 +159,39 @@ impl DatabaseConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         // A missing .env is the normal case; its variables never override the process's.
         let _ = dotenvy::dotenv();
-        let mut config = Self::new(DatabaseUrl::from_env()?);
-        if let Some(size) = env_number("KEEL_POOL_SIZE")? {
+        Self::from_vars(|name| std::env::var(name))
+    }
+
+    /// [`DatabaseConfig::from_env`]'s reading, with each variable looked up
+    /// by `var` (as `std::env::var` does) instead of in the process's
+    /// environment.
+    pub(crate) fn from_vars(
+        var: impl Fn(&str) -> Result<String, std::env::VarError>,
+    ) -> Result<Self, ConfigError> {
+        let env = Env(var);
+        let mut config = Self::new(DatabaseUrl::from_var((env.0)("DATABASE_URL"))?);
+        if let Some(size) = env.number("KEEL_POOL_SIZE")? {
             config.pool_size = u32::try_from(size)
                 .ok()
                 .filter(|&n| n > 0)
                 .ok_or_else(|| invalid("KEEL_POOL_SIZE", size, "expected 1 to 4294967295"))?;
         }
-        if let Some(ms) = env_number("KEEL_CONNECT_TIMEOUT_MS")? {
+        if let Some(ms) = env.number("KEEL_CONNECT_TIMEOUT_MS")? {
             config.connect_timeout = Duration::from_millis(ms);
         }
-        if let Some(ms) = env_number("KEEL_CHECKOUT_TIMEOUT_MS")? {
+        if let Some(ms) = env.number("KEEL_CHECKOUT_TIMEOUT_MS")? {
             config.checkout_timeout = Duration::from_millis(ms);
         }
-        if let Some(ms) = env_number("KEEL_IDLE_TIMEOUT_MS")? {
+        if let Some(ms) = env.number("KEEL_IDLE_TIMEOUT_MS")? {
             config.idle_timeout = (ms > 0).then(|| Duration::from_millis(ms));
         }
-        if let Some(ms) = env_number("KEEL_MAX_LIFETIME_MS")? {
+        if let Some(ms) = env.number("KEEL_MAX_LIFETIME_MS")? {
             config.max_lifetime = (ms > 0).then(|| Duration::from_millis(ms));
         }
-        if let Some(ms) = env_number("KEEL_SQLITE_BUSY_TIMEOUT_MS")? {
+        if let Some(ms) = env.number("KEEL_SQLITE_BUSY_TIMEOUT_MS")? {
             config.sqlite_busy_timeout = Duration::from_millis(ms);
         }
-        if let Some(stable) = env_text("KEEL_SQLITE_STABLE_PLANS")? {
+        if let Some(stable) = env.text("KEEL_SQLITE_STABLE_PLANS")? {
             config.sqlite_stable_plans = match stable.as_str() {
                 "1" | "true" | "on" => true,
                 "0" | "false" | "off" => false,
@@ -194,14 +204,14 @@ impl DatabaseConfig {
                 }
             };
         }
-        if let Some(pool) = env_text("KEEL_POOL")? {
+        if let Some(pool) = env.text("KEEL_POOL")? {
             config.pool = match pool.as_str() {
                 "deadpool" => PoolKind::Deadpool,
                 "bb8" => PoolKind::Bb8,
                 _ => return Err(invalid("KEEL_POOL", pool, "expected deadpool or bb8")),
             };
         }
-        if let Some(log) = env_text("KEEL_LOG_STATEMENTS")? {
+        if let Some(log) = env.text("KEEL_LOG_STATEMENTS")? {
             config.log_statements = match log.as_str() {
                 "" | "0" | "false" | "off" => StatementLog::Off,
                 "1" | "true" | "on" => StatementLog::Sql,
@@ -215,7 +225,7 @@ impl DatabaseConfig {
                 }
             };
         }
-        if let Some(urls) = env_text("DATABASE_REPLICA_URLS")? {
+        if let Some(urls) = env.text("DATABASE_REPLICA_URLS")? {
             config.replica_urls = urls
                 .split(',')
                 .map(str::trim)
@@ -224,16 +234,16 @@ impl DatabaseConfig {
                 .collect::<Result<_, _>>()
                 .map_err(ConfigError::ReplicaUrl)?;
         }
-        if let Some(ms) = env_number("KEEL_REPLICA_WAIT_MS")? {
+        if let Some(ms) = env.number("KEEL_REPLICA_WAIT_MS")? {
             config.replica_wait = Duration::from_millis(ms);
         }
-        if let Some(ms) = env_number("KEEL_MAX_REPLICA_LAG_MS")? {
+        if let Some(ms) = env.number("KEEL_MAX_REPLICA_LAG_MS")? {
             config.max_replica_lag = Duration::from_millis(ms);
         }
-        if let Some(ms) = env_number("KEEL_REPLICA_CHECK_MS")? {
+        if let Some(ms) = env.number("KEEL_REPLICA_CHECK_MS")? {
             config.replica_check_interval = Duration::from_millis(ms);
         }
-        if let Some(mode) = env_text("KEEL_PGBOUNCER")? {
+        if let Some(mode) = env.text("KEEL_PGBOUNCER")? {
             config.pgbouncer = match mode.as_str() {
                 "" | "0" | "off" => PgBouncerMode::Off,
                 "session" => PgBouncerMode::Session,
@@ -247,7 +257,10 @@ impl DatabaseConfig {
                 }
             };
         }
-        if let Some(url) = env_text("KEEL_MIGRATION_URL")?.filter(|url| !url.is_empty()) {
+        if let Some(url) = env
+            .text("KEEL_MIGRATION_URL")?
+            .filter(|url| !url.is_empty())
+        {
             config.migration_url =
                 Some(DatabaseUrl::parse(&url).map_err(ConfigError::MigrationUrl)?);
         }
@@ -340,25 +353,206 @@ fn invalid(variable: &'static str, value: impl ToString, reason: &'static str) -
     }
 }
 
-fn env_number(variable: &'static str) -> Result<Option<u64>, ConfigError> {
-    env_text(variable)?
-        .map(|value| {
-            value
-                .parse()
-                .map_err(|_| invalid(variable, value, "expected a whole number"))
-        })
-        .transpose()
+/// The environment as [`DatabaseConfig::from_vars`] reads it.
+struct Env<V>(V);
+
+impl<V> Env<V>
+where
+    V: Fn(&str) -> Result<String, std::env::VarError>,
+{
+    fn number(&self, variable: &'static str) -> Result<Option<u64>, ConfigError> {
+        self.text(variable)?
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|_| invalid(variable, value, "expected a whole number"))
+            })
+            .transpose()
+    }
+
+    /// The variable's value, trimmed; `None` when unset.
+    fn text(&self, variable: &'static str) -> Result<Option<String>, ConfigError> {
+        match (self.0)(variable) {
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(value)) => Err(invalid(
+                variable,
+                value.to_string_lossy(),
+                "expected UTF-8 text",
+            )),
+            Ok(value) => Ok(Some(value.trim().to_owned())),
+        }
+    }
 }
 
-/// The variable's value, trimmed; `None` when unset.
-fn env_text(variable: &'static str) -> Result<Option<String>, ConfigError> {
-    match std::env::var(variable) {
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(value)) => Err(invalid(
-            variable,
-            value.to_string_lossy(),
-            "expected UTF-8 text",
-        )),
-        Ok(value) => Ok(Some(value.trim().to_owned())),
+#[cfg(test)]
+mod tests {
+    //! `from_env`'s reading of every variable, from a table instead of the
+    //! process's environment (which tests running in parallel share).
+
+    use std::collections::HashMap;
+    use std::env::VarError;
+    use std::time::Duration;
+
+    use super::*;
+
+    const PG: &str = "postgres://app@db.internal:5432/app";
+
+    fn read(vars: &[(&str, &str)]) -> Result<DatabaseConfig, ConfigError> {
+        let table: HashMap<&str, &str> = vars.iter().copied().collect();
+        DatabaseConfig::from_vars(|name| {
+            table
+                .get(name)
+                .map(|value| (*value).to_owned())
+                .ok_or(VarError::NotPresent)
+        })
+    }
+
+    #[test]
+    fn nothing_set_is_the_defaults_on_the_sqlite_file() {
+        let config = read(&[]).expect("defaults");
+        assert_eq!(
+            config,
+            DatabaseConfig::new(DatabaseUrl::Sqlite("keel.db".to_owned()))
+        );
+    }
+
+    /// Each variable, set alone (with a PostgreSQL URL where it needs one),
+    /// changes its field as documented and nothing else.
+    #[test]
+    fn each_variable_sets_its_field() {
+        type Expect = fn(&mut DatabaseConfig);
+        let cases: &[(&[(&str, &str)], Expect)] = &[
+            (&[("KEEL_POOL_SIZE", " 3 ")], |c| c.pool_size = 3),
+            (&[("KEEL_CONNECT_TIMEOUT_MS", "250")], |c| {
+                c.connect_timeout = Duration::from_millis(250);
+            }),
+            (&[("KEEL_CHECKOUT_TIMEOUT_MS", "1500")], |c| {
+                c.checkout_timeout = Duration::from_millis(1500);
+            }),
+            (&[("KEEL_IDLE_TIMEOUT_MS", "0")], |c| c.idle_timeout = None),
+            (&[("KEEL_IDLE_TIMEOUT_MS", "60000")], |c| {
+                c.idle_timeout = Some(Duration::from_secs(60));
+            }),
+            (&[("KEEL_MAX_LIFETIME_MS", "0")], |c| c.max_lifetime = None),
+            (&[("KEEL_SQLITE_BUSY_TIMEOUT_MS", "9")], |c| {
+                c.sqlite_busy_timeout = Duration::from_millis(9);
+            }),
+            (&[("KEEL_SQLITE_STABLE_PLANS", "off")], |c| {
+                c.sqlite_stable_plans = false;
+            }),
+            (&[("KEEL_SQLITE_STABLE_PLANS", "1")], |c| {
+                c.sqlite_stable_plans = true;
+            }),
+            (&[("KEEL_POOL", "bb8")], |c| c.pool = PoolKind::Bb8),
+            (&[("KEEL_POOL", "deadpool")], |c| {
+                c.pool = PoolKind::Deadpool
+            }),
+            (&[("KEEL_LOG_STATEMENTS", "1")], |c| {
+                c.log_statements = StatementLog::Sql;
+            }),
+            (&[("KEEL_LOG_STATEMENTS", "binds")], |c| {
+                c.log_statements = StatementLog::SqlAndBinds;
+            }),
+            (&[("KEEL_LOG_STATEMENTS", "")], |c| {
+                c.log_statements = StatementLog::Off;
+            }),
+            (&[("KEEL_REPLICA_WAIT_MS", "20")], |c| {
+                c.replica_wait = Duration::from_millis(20);
+            }),
+            (&[("KEEL_MAX_REPLICA_LAG_MS", "3000")], |c| {
+                c.max_replica_lag = Duration::from_secs(3);
+            }),
+            (&[("KEEL_REPLICA_CHECK_MS", "100")], |c| {
+                c.replica_check_interval = Duration::from_millis(100);
+            }),
+            (
+                &[("DATABASE_URL", PG), ("KEEL_PGBOUNCER", "transaction")],
+                |c| {
+                    c.pgbouncer = PgBouncerMode::Transaction;
+                },
+            ),
+            (
+                &[
+                    ("DATABASE_URL", PG),
+                    (
+                        "DATABASE_REPLICA_URLS",
+                        "postgres://app@r1:5432/app, ,postgres://app@r2:5432/app",
+                    ),
+                ],
+                |c| {
+                    c.replica_urls = ["postgres://app@r1:5432/app", "postgres://app@r2:5432/app"]
+                        .iter()
+                        .map(|url| PostgresUrl::parse(url).expect("a PostgreSQL URL"))
+                        .collect();
+                },
+            ),
+            (&[("KEEL_MIGRATION_URL", "migrate.db")], |c| {
+                c.migration_url = Some(DatabaseUrl::Sqlite("migrate.db".to_owned()));
+            }),
+            (&[("KEEL_MIGRATION_URL", "")], |_| {}),
+        ];
+        for (vars, expect) in cases {
+            let url = vars
+                .iter()
+                .find(|(name, _)| *name == "DATABASE_URL")
+                .map_or("keel.db", |(_, url)| url);
+            let mut expected =
+                DatabaseConfig::new(DatabaseUrl::parse(url).expect("the case's URL"));
+            expect(&mut expected);
+            let config = read(vars).unwrap_or_else(|e| panic!("{vars:?}: {e}"));
+            assert_eq!(config, expected, "{vars:?}");
+        }
+    }
+
+    /// A value that is set but unusable is an error naming the variable and
+    /// the value, never a silent default.
+    #[test]
+    fn an_unusable_value_is_an_error_that_names_it() {
+        let invalid: &[(&str, &str)] = &[
+            ("KEEL_POOL_SIZE", "0"),
+            ("KEEL_POOL_SIZE", "-1"),
+            ("KEEL_POOL_SIZE", "4294967296"),
+            ("KEEL_CHECKOUT_TIMEOUT_MS", "5s"),
+            ("KEEL_SQLITE_STABLE_PLANS", "2"),
+            ("KEEL_POOL", "r2d2"),
+            ("KEEL_LOG_STATEMENTS", "yes"),
+            ("KEEL_PGBOUNCER", "on"),
+        ];
+        for &(name, value) in invalid {
+            match read(&[("DATABASE_URL", PG), (name, value)]) {
+                Err(ConfigError::Invalid {
+                    variable,
+                    value: reported,
+                    ..
+                }) => assert_eq!((variable, reported.as_str()), (name, value.trim())),
+                other => panic!("{name}={value:?}: {other:?}"),
+            }
+        }
+        let unsupported: &[&[(&str, &str)]] = &[
+            &[("DATABASE_REPLICA_URLS", PG)],
+            &[("KEEL_PGBOUNCER", "session")],
+            &[
+                ("DATABASE_URL", PG),
+                ("DATABASE_REPLICA_URLS", PG),
+                ("KEEL_REPLICA_CHECK_MS", "0"),
+            ],
+        ];
+        for vars in unsupported {
+            assert!(
+                matches!(read(vars), Err(ConfigError::Unsupported(_))),
+                "{vars:?}"
+            );
+        }
+        assert!(matches!(
+            read(&[("DATABASE_URL", "mysql://root@localhost/test")]),
+            Err(ConfigError::Url(_))
+        ));
+        assert!(matches!(
+            read(&[
+                ("DATABASE_URL", PG),
+                ("DATABASE_REPLICA_URLS", "replica.db")
+            ]),
+            Err(ConfigError::ReplicaUrl(_))
+        ));
     }
 }
