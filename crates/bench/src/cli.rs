@@ -81,9 +81,37 @@ pub struct Args {
     /// both alike.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
     pub http_rounds: u16,
+    /// Which HTTP steps run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [HttpStepChoice::H1, HttpStepChoice::H2])]
+    pub http_steps: Vec<HttpStepChoice>,
+    /// Drive one side's router alone (no comparison, no ratio, no CPU
+    /// clock), for a profiler: `valgrind --tool=callgrind keel-bench
+    /// --http-profile keel ...` against the same with `hand-written`; the
+    /// difference of the two totals over the requests is one side's extra
+    /// work per request (see BENCHMARKS.md, "HTTP, fourth pass").
+    #[arg(long, value_enum)]
+    pub http_profile: Option<HttpSideChoice>,
     /// Where the JSON, Markdown and SVG reports are written.
     #[arg(long, default_value = "target/bench")]
     pub out_dir: PathBuf,
+}
+
+/// An HTTP step, as `--http-steps` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HttpStepChoice {
+    /// `GET /users/{id}`.
+    H1,
+    /// `GET /users/{id}?include=posts.comments`.
+    H2,
+}
+
+/// One side of the HTTP steps, as `--http-profile` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HttpSideChoice {
+    /// keel serve's router.
+    Keel,
+    /// The hand-written axum router.
+    HandWritten,
 }
 
 /// `--repeat` when not given.
@@ -186,6 +214,23 @@ mod tests {
         assert!(args.guard);
         assert_eq!(args.rounds(Step::B2), 7);
         assert_eq!(args.rounds(Step::B3), 3);
+        assert_eq!(args.http_steps, [HttpStepChoice::H1, HttpStepChoice::H2]);
+        assert_eq!(args.http_profile, None);
+    }
+
+    #[test]
+    fn one_http_side_can_be_profiled_alone() {
+        let args = Args::try_parse_from([
+            "keel-bench",
+            "--http-steps",
+            "h1",
+            "--http-profile",
+            "hand-written",
+        ])
+        .expect("parses");
+        assert_eq!(args.http_steps, [HttpStepChoice::H1]);
+        assert_eq!(args.http_profile, Some(HttpSideChoice::HandWritten));
+        assert!(Args::try_parse_from(["keel-bench", "--http-profile", "both"]).is_err());
     }
 
     #[test]

@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::Layer as _;
 
 use crate::baseline::{POSTS_BY_AUTHOR, USER_BY_ID};
+use crate::cli::{HttpSideChoice, HttpStepChoice};
 
 /// Which HTTP step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,7 +109,7 @@ pub struct HttpResult {
 }
 
 /// The load's shape.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpLoad {
     /// Timed requests per side and step.
     pub requests: usize,
@@ -116,6 +117,20 @@ pub struct HttpLoad {
     pub connections: usize,
     /// Rounds the requests are split into, the sides taking turns.
     pub rounds: usize,
+    /// The steps that run.
+    pub steps: Vec<HttpStep>,
+    /// One side driven alone, for a profiler (`--http-profile`).
+    pub profile: Option<HttpSideChoice>,
+}
+
+impl HttpStepChoice {
+    /// The step it names.
+    pub fn step(self) -> HttpStep {
+        match self {
+            Self::H1 => HttpStep::H1,
+            Self::H2 => HttpStep::H2,
+        }
+    }
 }
 
 /// Whether keel's log lines are written (to a sink) now: only while the
@@ -176,13 +191,31 @@ async fn steps(
     load: HttpLoad,
 ) -> anyhow::Result<Vec<HttpResult>> {
     let mut results = Vec::new();
-    for step in [HttpStep::H1, HttpStep::H2] {
+    for &step in &load.steps {
         let paths: Vec<String> = lookup_ids
             .iter()
             .cycle()
             .take(load.requests)
             .map(|id| step.path(*id))
             .collect();
+        if let Some(side) = load.profile {
+            let address = match side {
+                HttpSideChoice::Keel => keel_server.address,
+                HttpSideChoice::HandWritten => baseline_server.address,
+            };
+            // No CPU clock: it reads the vDSO, which valgrind does not map.
+            let warm_up = &paths[..paths.len().min(load.requests / 5).max(1)];
+            drive(address, warm_up, load.connections, false).await?;
+            let round = drive(address, &paths, load.connections, false).await?;
+            eprintln!(
+                "  {backend} {} {side:?} alone: {} requests (and {} to warm up), {:.0} req/s",
+                step.label(),
+                round.latencies.len(),
+                warm_up.len(),
+                round.latencies.len() as f64 / round.seconds.max(f64::EPSILON)
+            );
+            continue;
+        }
         let bodies_compared = compare_bodies(
             keel_server.address,
             baseline_server.address,
@@ -190,8 +223,8 @@ async fn steps(
         )
         .await?;
         let warm_up = &paths[..paths.len().min(load.requests / 5).max(1)];
-        drive(keel_server.address, warm_up, load.connections).await?;
-        drive(baseline_server.address, warm_up, load.connections).await?;
+        drive(keel_server.address, warm_up, load.connections, true).await?;
+        drive(baseline_server.address, warm_up, load.connections, true).await?;
         let rounds = load.rounds.clamp(1, paths.len().max(1));
         let per_round = paths.len().div_ceil(rounds);
         let mut keel = Vec::new();
@@ -202,9 +235,10 @@ async fn steps(
             let keel_first = round % 2 == 0;
             for keel_side in [keel_first, !keel_first] {
                 if keel_side {
-                    keel.push(drive(keel_server.address, chunk, load.connections).await?);
+                    keel.push(drive(keel_server.address, chunk, load.connections, true).await?);
                 } else {
-                    baseline.push(drive(baseline_server.address, chunk, load.connections).await?);
+                    baseline
+                        .push(drive(baseline_server.address, chunk, load.connections, true).await?);
                 }
             }
         }
@@ -351,12 +385,25 @@ impl HttpSide {
     }
 }
 
-/// Sends every path once over `connections` keep-alive connections.
-async fn drive(address: SocketAddr, paths: &[String], connections: usize) -> anyhow::Result<Round> {
+/// Sends every path once over `connections` keep-alive connections; with
+/// `cpu_clock`, reads the process's CPU time around it.
+async fn drive(
+    address: SocketAddr,
+    paths: &[String],
+    connections: usize,
+    cpu_clock: bool,
+) -> anyhow::Result<Round> {
+    let cpu_time = || {
+        if cpu_clock {
+            process_cpu_time()
+        } else {
+            Duration::ZERO
+        }
+    };
     let paths: Arc<Vec<String>> = Arc::new(paths.to_vec());
     let connections = connections.clamp(1, paths.len().max(1));
     let started = Instant::now();
-    let cpu_started = process_cpu_time();
+    let cpu_started = cpu_time();
     let mut tasks = tokio::task::JoinSet::new();
     for first in 0..connections {
         let paths = paths.clone();
@@ -379,7 +426,7 @@ async fn drive(address: SocketAddr, paths: &[String], connections: usize) -> any
     Ok(Round {
         latencies,
         seconds: started.elapsed().as_secs_f64(),
-        cpu_seconds: process_cpu_time().saturating_sub(cpu_started).as_secs_f64(),
+        cpu_seconds: cpu_time().saturating_sub(cpu_started).as_secs_f64(),
     })
 }
 

@@ -198,10 +198,13 @@ impl Bench<'_> {
                 requests: self.args.http_requests,
                 connections: usize::from(self.args.http_connections),
                 rounds: usize::from(self.args.http_rounds),
+                steps: self.args.http_steps.iter().map(|s| s.step()).collect(),
+                profile: self.args.http_profile,
             };
             eprintln!(
-                "keel-bench: {} H1, H2 (HTTP, {} connections)",
+                "keel-bench: {} {:?} (HTTP, {} connections)",
                 backend.name(),
+                load.steps,
                 load.connections
             );
             let results =
