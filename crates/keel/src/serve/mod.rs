@@ -503,44 +503,30 @@ mod tests {
     //! by one warns, or in strict mode fails with a 500 whose body does not
     //! leak the SQL.
 
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::OnceLock;
 
     use axum::extract::State;
     use axum::routing::get;
     use keel_repo::DatabaseUrl;
 
     use super::*;
+    use crate::logging::CapturedLog;
     use keel_repo::prelude::UsersExt as _;
 
     /// Every log line of this test binary, for the assertions below.
-    fn captured_log() -> Arc<Mutex<Vec<u8>>> {
-        static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    fn captured_log() -> CapturedLog {
+        static LOG: OnceLock<CapturedLog> = OnceLock::new();
         LOG.get_or_init(|| {
-            let log = Arc::new(Mutex::new(Vec::new()));
+            let log = CapturedLog::default();
             let sink = log.clone();
             let subscriber = tracing_subscriber::fmt()
                 .with_ansi(false)
-                .with_writer(move || CapturedWriter(sink.clone()))
+                .with_writer(move || sink.clone())
                 .finish();
             let _ = tracing::subscriber::set_global_default(subscriber);
             log
         })
         .clone()
-    }
-
-    struct CapturedWriter(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for CapturedWriter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     /// A deliberate N+1: the same lookup, once per "row".
@@ -590,7 +576,7 @@ mod tests {
     }
 
     fn log_text() -> String {
-        String::from_utf8_lossy(&captured_log().lock().expect("log")).into_owned()
+        captured_log().text()
     }
 
     #[test]
