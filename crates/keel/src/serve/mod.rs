@@ -359,7 +359,10 @@ where
     let scope = QueryScope::named(name).strict(state.strict);
     // The scope's name holds the path: the log line reads it there after
     // the request is handed on, without a copy of the URI.
-    let path = &scope.name()[method.as_str().len() + 1..];
+    let path = scope
+        .name()
+        .get(method.as_str().len() + 1..)
+        .unwrap_or_default();
     let answered = match (declared_oversize(&request), client_lsn(&request)) {
         (Some(refused), _) => Ok(refused),
         (None, Err(refused)) => Ok(*refused),
