@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::http::HttpStep;
 use crate::steps::{Backend, Mode, Step};
 
 /// Runs the workload's steps (docs/workload.md) through keel-repo and through
@@ -82,8 +83,8 @@ pub struct Args {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..))]
     pub http_rounds: u16,
     /// Which HTTP steps run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [HttpStepChoice::H1, HttpStepChoice::H2])]
-    pub http_steps: Vec<HttpStepChoice>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [HttpStep::H1, HttpStep::H2])]
+    pub http_steps: Vec<HttpStep>,
     /// Drive one side's router alone (no comparison, no ratio, no CPU
     /// clock), for a profiler: `valgrind --tool=callgrind keel-bench
     /// --http-profile keel ...` against the same with `hand-written`; the
@@ -94,15 +95,6 @@ pub struct Args {
     /// Where the JSON, Markdown and SVG reports are written.
     #[arg(long, default_value = "target/bench")]
     pub out_dir: PathBuf,
-}
-
-/// An HTTP step, as `--http-steps` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HttpStepChoice {
-    /// `GET /users/{id}`.
-    H1,
-    /// `GET /users/{id}?include=posts.comments`.
-    H2,
 }
 
 /// One side of the HTTP steps, as `--http-profile` names it.
@@ -214,7 +206,7 @@ mod tests {
         assert!(args.guard);
         assert_eq!(args.rounds(Step::B2), 7);
         assert_eq!(args.rounds(Step::B3), 3);
-        assert_eq!(args.http_steps, [HttpStepChoice::H1, HttpStepChoice::H2]);
+        assert_eq!(args.http_steps, [HttpStep::H1, HttpStep::H2]);
         assert_eq!(args.http_profile, None);
     }
 
@@ -228,7 +220,7 @@ mod tests {
             "hand-written",
         ])
         .expect("parses");
-        assert_eq!(args.http_steps, [HttpStepChoice::H1]);
+        assert_eq!(args.http_steps, [HttpStep::H1]);
         assert_eq!(args.http_profile, Some(HttpSideChoice::HandWritten));
         assert!(Args::try_parse_from(["keel-bench", "--http-profile", "both"]).is_err());
     }

@@ -38,10 +38,10 @@ use tokio::net::TcpListener;
 use tracing_subscriber::Layer as _;
 
 use crate::baseline::{POSTS_BY_AUTHOR, USER_BY_ID};
-use crate::cli::{HttpSideChoice, HttpStepChoice};
+use crate::cli::HttpSideChoice;
 
-/// Which HTTP step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Which HTTP step (`--http-steps` names them `h1`, `h2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 pub enum HttpStep {
     /// `GET /users/{id}`.
     H1,
@@ -123,16 +123,6 @@ pub struct HttpLoad {
     pub profile: Option<HttpSideChoice>,
 }
 
-impl HttpStepChoice {
-    /// The step it names.
-    pub fn step(self) -> HttpStep {
-        match self {
-            Self::H1 => HttpStep::H1,
-            Self::H2 => HttpStep::H2,
-        }
-    }
-}
-
 /// Whether keel's log lines are written (to a sink) now: only while the
 /// HTTP steps run, so that `keel serve`'s per-request log line costs what
 /// it costs in production, and the B steps stay as they were.
@@ -198,13 +188,13 @@ async fn steps(
             .take(load.requests)
             .map(|id| step.path(*id))
             .collect();
+        let warm_up = &paths[..paths.len().min(load.requests / 5).max(1)];
         if let Some(side) = load.profile {
             let address = match side {
                 HttpSideChoice::Keel => keel_server.address,
                 HttpSideChoice::HandWritten => baseline_server.address,
             };
             // No CPU clock: it reads the vDSO, which valgrind does not map.
-            let warm_up = &paths[..paths.len().min(load.requests / 5).max(1)];
             drive(address, warm_up, load.connections, false).await?;
             let round = drive(address, &paths, load.connections, false).await?;
             eprintln!(
@@ -222,7 +212,6 @@ async fn steps(
             &paths[..paths.len().min(20)],
         )
         .await?;
-        let warm_up = &paths[..paths.len().min(load.requests / 5).max(1)];
         drive(keel_server.address, warm_up, load.connections, true).await?;
         drive(baseline_server.address, warm_up, load.connections, true).await?;
         let rounds = load.rounds.clamp(1, paths.len().max(1));

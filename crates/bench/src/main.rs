@@ -198,7 +198,7 @@ impl Bench<'_> {
                 requests: self.args.http_requests,
                 connections: usize::from(self.args.http_connections),
                 rounds: usize::from(self.args.http_rounds),
-                steps: self.args.http_steps.iter().map(|s| s.step()).collect(),
+                steps: self.args.http_steps.clone(),
                 profile: self.args.http_profile,
             };
             eprintln!(
