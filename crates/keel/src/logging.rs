@@ -123,15 +123,9 @@ fn write_timestamp(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
         }
         writer.write_str(text)
     })?;
-    let micros = since_epoch.subsec_micros();
-    let mut digits = *b".000000Z ";
-    let mut rest = micros;
-    for digit in digits[1..7].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    // Only ASCII digits and punctuation were written.
-    writer.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+    writer.write_char('.')?;
+    write_digits(writer, u64::from(since_epoch.subsec_micros()), 6)?;
+    writer.write_str("Z ")
 }
 
 /// An event's fields as the default format writes them: the message first
@@ -144,105 +138,94 @@ struct LineFields<'w> {
 }
 
 impl LineFields<'_> {
-    fn separate(&mut self) -> fmt::Result {
-        if self.first {
+    /// Writes one field with `write` (given the writer and the field's
+    /// name): after the separating space, unless an earlier field failed
+    /// or it is a `log.*` field.
+    fn field(&mut self, field: &Field, write: impl FnOnce(&mut Writer<'_>, &str) -> fmt::Result) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let separated = if self.first {
             self.first = false;
             Ok(())
         } else {
             self.writer.write_char(' ')
-        }
+        };
+        self.result = separated.and_then(|()| write(&mut self.writer, name));
     }
 
-    fn name(&mut self, field: &Field) -> fmt::Result {
-        let name = field.name();
-        self.writer
-            .write_str(name.strip_prefix("r#").unwrap_or(name))?;
-        self.writer.write_char('=')
+    /// A field other than the message: `name=` and its value.
+    fn named(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        self.field(field, |writer, name| {
+            writer.write_str(name.strip_prefix("r#").unwrap_or(name))?;
+            writer.write_char('=')?;
+            value(writer)
+        });
     }
-}
 
-impl LineFields<'_> {
     /// An integer field (most of a request line's), written digit by digit
     /// rather than through `fmt`'s padding machinery.
-    fn record_plain(&mut self, field: &Field, negative: bool, magnitude: u64) {
+    fn record_integer(&mut self, field: &Field, negative: bool, magnitude: u64) {
         if field.name() == "message" {
             let value = i128::from(magnitude) * if negative { -1 } else { 1 };
             return self.record_debug(field, &value);
         }
-        if self.result.is_err() || field.name().starts_with("log.") {
-            return;
-        }
-        self.result = self.separate().and_then(|()| {
-            self.name(field)?;
+        self.named(field, |writer| {
             if negative {
-                self.writer.write_char('-')?;
+                writer.write_char('-')?;
             }
-            let mut digits = [0u8; 20];
-            let mut start = digits.len();
-            let mut rest = magnitude;
-            loop {
-                start -= 1;
-                digits[start] = b'0' + (rest % 10) as u8;
-                rest /= 10;
-                if rest == 0 {
-                    break;
-                }
-            }
-            // Only ASCII digits were written.
-            self.writer
-                .write_str(std::str::from_utf8(&digits[start..]).map_err(|_| fmt::Error)?)
+            write_digits(writer, magnitude, 1)
         });
     }
 }
 
+/// Writes `value` in decimal, zero-padded to `width` digits (at most 20).
+fn write_digits(writer: &mut Writer<'_>, value: u64, width: usize) -> fmt::Result {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    let mut rest = value;
+    while rest > 0 || digits.len() - start < width {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    // Only ASCII digits were written.
+    writer.write_str(std::str::from_utf8(&digits[start..]).map_err(|_| fmt::Error)?)
+}
+
 impl Visit for LineFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_err() || field.name().starts_with("log.") {
-            return;
+        if field.name() == "message" {
+            self.field(field, |writer, _| Escaped(writer).write_str(value));
+        } else {
+            self.named(field, |writer| write!(writer, "{value:?}"));
         }
-        self.result = self.separate().and_then(|()| {
-            if field.name() == "message" {
-                Escaped(&mut self.writer).write_str(value)
-            } else {
-                self.name(field)?;
-                write!(self.writer, "{value:?}")
-            }
-        });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record_plain(field, false, value);
+        self.record_integer(field, false, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record_plain(field, value < 0, value.unsigned_abs());
+        self.record_integer(field, value < 0, value.unsigned_abs());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         if field.name() == "message" {
             return self.record_debug(field, &value);
         }
-        if self.result.is_err() || field.name().starts_with("log.") {
-            return;
-        }
-        self.result = self.separate().and_then(|()| {
-            self.name(field)?;
-            self.writer.write_str(if value { "true" } else { "false" })
+        self.named(field, |writer| {
+            writer.write_str(if value { "true" } else { "false" })
         });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() || field.name().starts_with("log.") {
-            return;
+        if field.name() == "message" {
+            self.field(field, |writer, _| write!(Escaped(writer), "{value:?}"));
+        } else {
+            self.named(field, |writer| write!(writer, "{value:?}"));
         }
-        self.result = self.separate().and_then(|()| {
-            if field.name() == "message" {
-                write!(Escaped(&mut self.writer), "{value:?}")
-            } else {
-                self.name(field)?;
-                write!(self.writer, "{value:?}")
-            }
-        });
     }
 }
 
@@ -386,12 +369,18 @@ mod tests {
     fn the_timestamp_is_utc_to_the_microsecond() {
         let mut line = String::new();
         let at = UNIX_EPOCH + std::time::Duration::from_micros(1_764_555_462_000_042);
-        write_timestamp(&mut Writer::new(&mut line), at).expect("written");
-        // Twice: the second write takes the cached second.
-        write_timestamp(&mut Writer::new(&mut line), at).expect("written");
+        // The same second twice (the second write takes the cached text),
+        // then the next one, which must not.
+        for at in [
+            at,
+            at + std::time::Duration::from_micros(900_000),
+            at + std::time::Duration::from_secs(1),
+        ] {
+            write_timestamp(&mut Writer::new(&mut line), at).expect("written");
+        }
         assert_eq!(
             line,
-            "2025-12-01T02:17:42.000042Z 2025-12-01T02:17:42.000042Z "
+            "2025-12-01T02:17:42.000042Z 2025-12-01T02:17:42.900042Z 2025-12-01T02:17:43.000042Z "
         );
     }
 }
