@@ -76,7 +76,8 @@ macro_rules! run {
                     {
                         #[allow(unused_imports)]
                         use $crate::scope::shapes::{NoteAny as _, NoteStatic as _};
-                        (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::pg::Pg>::new(&query)).note();
+                        static SITE: $crate::scope::shapes::Site = $crate::scope::shapes::Site::new();
+                        (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::pg::Pg>::new(&query, &SITE)).note();
                     }
                     let result = $crate::__private::diesel::RunQueryDsl::$method(query, c);
                     $crate::scope::shapes::forget();
@@ -88,7 +89,8 @@ macro_rules! run {
                     {
                         #[allow(unused_imports)]
                         use $crate::scope::shapes::{NoteAny as _, NoteStatic as _};
-                        (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::sqlite::Sqlite>::new(&query)).note();
+                        static SITE: $crate::scope::shapes::Site = $crate::scope::shapes::Site::new();
+                        (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::sqlite::Sqlite>::new(&query, &SITE)).note();
                     }
                     let result = $crate::__private::diesel::RunQueryDsl::$method(query, c);
                     $crate::scope::shapes::forget();
@@ -114,8 +116,9 @@ macro_rules! __async_statement {
                 {
                     #[allow(unused_imports)]
                     use $crate::scope::shapes::{NoteAny as _, NoteStatic as _};
+                    static SITE: $crate::scope::shapes::Site = $crate::scope::shapes::Site::new();
                     (&$crate::scope::shapes::Probe::<_, $crate::__private::diesel::pg::Pg>::new(
-                        &query,
+                        &query, &SITE,
                     ))
                         .note();
                 }

@@ -89,10 +89,10 @@ impl Instrumentation for StatementCounter {
                 // is known by its type; any other is formatted (diesel builds
                 // its SQL again for that).
                 if let Some(scope) = QueryScope::current() {
-                    if let Some(key) = noted {
-                        let shape = crate::scope::shapes::shape_of(key, query);
+                    if let Some(noted) = noted {
+                        let shape = crate::scope::shapes::shape_of(noted, query);
                         if !shape.control {
-                            scope.record_noted(key, &shape);
+                            scope.record_noted(shape);
                         }
                     } else {
                         let text = query.to_string();

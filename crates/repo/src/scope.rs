@@ -19,7 +19,7 @@
 //! keel-repo's own paging methods do that already, and writes never count.
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,28 +88,31 @@ fn settings_from_env() -> (bool, u32) {
 /// to four statements allocates nothing but itself.
 #[derive(Default)]
 struct Record {
-    log: SmallVec<[Arc<str>; 4]>,
+    /// A noted statement's SQL is its shape's, borrowed; others own theirs.
+    log: SmallVec<[Cow<'static, str>; 4]>,
     /// Shapes of statements known only by their text. Made on first use:
     /// most scopes see only noted statements, and an empty `HashMap` still
     /// seeds its hasher (a thread-local read) when the scope is created.
-    select_shapes: Option<HashMap<String, u32>>,
+    /// Boxed, as is `repeated`: every scope allocates its record, and the
+    /// rare parts kept inline would make that allocation larger.
+    #[allow(clippy::box_collection)]
+    select_shapes: Option<Box<HashMap<String, u32>>>,
     /// `SELECT`s known by their static identity (see [`shapes`]), with how
     /// often each ran. A list, not a map: a scope sees few shapes, and a scan
-    /// of a few keys costs less than hashing one.
-    noted_selects: SmallVec<[(shapes::ShapeKey, u32); 4]>,
-    repeated: Option<RepeatedStatement>,
+    /// of a few keys costs less than hashing one. A shape is one value per
+    /// process, so its address is its key.
+    noted_selects: SmallVec<[(&'static shapes::Shape, u32); 4]>,
+    repeated: Option<Box<RepeatedStatement>>,
 }
 
 thread_local! {
-    static THREAD_SCOPE: RefCell<Option<QueryScope>> = const { RefCell::new(None) };
+    /// The scope current on this thread. An async scope is lent to it for
+    /// each poll of its future ([`QueryScope::run_async`]), which is what
+    /// tokio's task-locals do too, without their `RefCell` and checks: the
+    /// hook reads this on every statement.
+    static THREAD_SCOPE: Cell<Option<QueryScope>> = const { Cell::new(None) };
     static THREAD_INTENDED: Cell<bool> = const { Cell::new(false) };
     static THREAD_OUTSIDE: Cell<bool> = const { Cell::new(false) };
-}
-
-#[cfg(feature = "async")]
-tokio::task_local! {
-    static TASK_SCOPE: QueryScope;
-    static TASK_INTENDED: bool;
 }
 
 impl fmt::Debug for QueryScope {
@@ -240,48 +243,42 @@ impl QueryScope {
     }
 
     /// The first `SELECT` shape that ran more often than the threshold.
+    #[inline]
     pub fn repeated(&self) -> Option<RepeatedStatement> {
         // The flag is set with the record: a scope without a repeat (most
         // of them) answers without taking the lock.
         if !self.state.flagged.load(Ordering::Acquire) {
             return None;
         }
-        self.lock().repeated.clone()
+        self.lock().repeated.as_deref().cloned()
     }
 
     /// Runs `f` with this scope current on this thread.
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
-        let previous = THREAD_SCOPE.with(|s| s.replace(Some(self.clone())));
-        struct Restore(Option<QueryScope>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let previous = self.0.take();
-                THREAD_SCOPE.with(|s| *s.borrow_mut() = previous);
-            }
-        }
-        let _restore = Restore(previous);
-        f()
+        lend(&mut Some(self.clone()), f)
     }
 
-    /// Runs the future `f` with this scope current for its whole life.
-    #[cfg(feature = "async")]
+    /// Runs the future `f` with this scope current for its whole life: on
+    /// whichever thread polls it, during each poll. In async mode the scope
+    /// follows the task across awaits and worker threads; in sync mode
+    /// (operations are `async fn`s there too) it works the same.
     pub async fn run_async<F: Future>(&self, f: F) -> F::Output {
-        TASK_SCOPE.scope(self.clone(), f).await
+        let mut slot = Some(self.clone());
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| lend(&mut slot, || f.as_mut().poll(cx))).await
     }
 
-    /// The scope current here: this thread's, else this task's.
+    /// The scope current here.
     pub fn current() -> Option<Self> {
-        if THREAD_OUTSIDE.with(Cell::get) {
+        if THREAD_OUTSIDE.get() {
             return None;
         }
-        if let Some(scope) = THREAD_SCOPE.with(|s| s.borrow().clone()) {
-            return Some(scope);
-        }
-        #[cfg(feature = "async")]
-        if let Ok(scope) = TASK_SCOPE.try_with(Clone::clone) {
-            return Some(scope);
-        }
-        None
+        THREAD_SCOPE.with(|current| {
+            let scope = current.take();
+            let copy = scope.clone();
+            current.set(scope);
+            copy
+        })
     }
 
     /// Runs `f` with repeated statements marked as intended (a paging loop):
@@ -297,21 +294,14 @@ impl QueryScope {
         std::future::poll_fn(|cx| Self::repeats_intended(|| f.as_mut().poll(cx))).await
     }
 
-    /// [`QueryScope::repeats_intended`] for a future (a task-local mark).
-    #[cfg(feature = "async")]
+    /// [`QueryScope::repeats_intended`] for a future: the same as
+    /// [`QueryScope::repeats_intended_in`].
     pub async fn repeats_intended_async<F: Future>(f: F) -> F::Output {
-        TASK_INTENDED.scope(true, f).await
+        Self::repeats_intended_in(f).await
     }
 
     fn intended_here() -> bool {
-        if THREAD_INTENDED.with(Cell::get) {
-            return true;
-        }
-        #[cfg(feature = "async")]
-        if TASK_INTENDED.try_with(|i| *i).unwrap_or(false) {
-            return true;
-        }
-        false
+        THREAD_INTENDED.get()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
@@ -330,7 +320,7 @@ impl QueryScope {
         if keyword == "SELECT" && !Self::intended_here() {
             let shape = text.split(" -- binds:").next().unwrap_or_default().trim();
             // A shape is copied once, when first seen, not per statement.
-            let shapes = record.select_shapes.get_or_insert_with(HashMap::new);
+            let shapes = record.select_shapes.get_or_insert_default();
             let count = match shapes.get_mut(shape) {
                 Some(count) => {
                     *count += 1;
@@ -344,57 +334,64 @@ impl QueryScope {
             self.flag_if_repeated(&mut record, count, shape);
         }
         if record.log.len() < LOG_CAPACITY {
-            record.log.push(text.into());
+            record.log.push(Cow::Owned(text));
         }
     }
 
     /// Records one statement known by its static identity: no rendering,
     /// one map lookup.
-    pub(crate) fn record_noted(&self, key: shapes::ShapeKey, shape: &shapes::Shape) {
+    pub(crate) fn record_noted(&self, shape: &'static shapes::Shape) {
         self.state.statements.fetch_add(1, Ordering::Relaxed);
         let mut record = self.lock();
         if shape.select && !Self::intended_here() {
             let count = match record
                 .noted_selects
                 .iter_mut()
-                .find(|(seen, _)| *seen == key)
+                .find(|(seen, _)| std::ptr::eq(*seen, shape))
             {
                 Some((_, count)) => {
                     *count += 1;
                     *count
                 }
                 None => {
-                    record.noted_selects.push((key, 1));
+                    record.noted_selects.push((shape, 1));
                     1
                 }
             };
             self.flag_if_repeated(&mut record, count, &shape.sql);
         }
         if record.log.len() < LOG_CAPACITY {
-            record.log.push(shape.sql.clone());
+            record.log.push(Cow::Borrowed(&shape.sql));
         }
     }
 
     /// Warns, and flags the scope, when a `SELECT` shape's count just went
     /// past the threshold.
+    #[inline]
     fn flag_if_repeated(&self, record: &mut Record, count: u32, shape: &str) {
         if count == self.state.repeat_threshold.saturating_add(1) {
-            tracing::warn!(
-                scope = %self.state.name,
-                count,
-                statement = %shape,
-                "likely N+1: the same query ran more than {} times in one scope; load the relation eagerly",
-                self.state.repeat_threshold
-            );
-            let statement = shape.to_owned();
-            record
-                .repeated
-                .get_or_insert(RepeatedStatement { statement, count });
-            self.state.flagged.store(true, Ordering::Release);
+            self.flag_repeated(record, count, shape);
         }
     }
 
+    #[cold]
+    fn flag_repeated(&self, record: &mut Record, count: u32, shape: &str) {
+        tracing::warn!(
+            scope = %self.state.name,
+            count,
+            statement = %shape,
+            "likely N+1: the same query ran more than {} times in one scope; load the relation eagerly",
+            self.state.repeat_threshold
+        );
+        let statement = shape.to_owned();
+        record
+            .repeated
+            .get_or_insert_with(|| Box::new(RepeatedStatement { statement, count }));
+        self.state.flagged.store(true, Ordering::Release);
+    }
+
     /// In strict mode, the repeated statement as an error.
+    #[inline]
     pub(crate) fn check(&self) -> Result<(), RepoError> {
         if !self.state.strict || !self.state.flagged.load(Ordering::Acquire) {
             return Ok(());
@@ -422,7 +419,7 @@ pub mod shapes {
     use std::any::TypeId;
     use std::cell::Cell;
     use std::marker::PhantomData;
-    use std::sync::{Arc, OnceLock, RwLock};
+    use std::sync::{OnceLock, PoisonError, RwLock};
 
     use diesel::backend::Backend;
     use diesel::query_builder::{QueryFragment, QueryId};
@@ -448,24 +445,47 @@ pub mod shapes {
         /// Transaction control (never recorded).
         pub control: bool,
         /// The SQL, without bind values.
-        pub sql: Arc<str>,
+        pub sql: Box<str>,
+    }
+
+    /// A statement's identity, noted by [`run!`](crate::run) for the hook.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Noted {
+        key: ShapeKey,
+        site: &'static Site,
     }
 
     thread_local! {
-        static NOTED: Cell<Option<ShapeKey>> = const { Cell::new(None) };
+        static NOTED: Cell<Option<Noted>> = const { Cell::new(None) };
     }
 
-    /// A query about to be sent on backend `DB`.
+    /// One `run!` call site's shape, kept next to it so that a statement in
+    /// a scope finds its shape without the process-wide map's lock and hash.
+    /// A call site inside a generic function can send several query types;
+    /// the first one it sends stays here and the others use the map.
+    pub struct Site(OnceLock<(ShapeKey, &'static Shape)>);
+
+    impl Site {
+        /// An empty site, for a `static`.
+        #[allow(clippy::new_without_default)]
+        pub const fn new() -> Self {
+            Self(OnceLock::new())
+        }
+    }
+
+    /// A query about to be sent on backend `DB`, from call site `site`.
     pub struct Probe<'q, Q, DB> {
         query: &'q Q,
+        site: &'static Site,
         backend: PhantomData<DB>,
     }
 
     impl<'q, Q, DB> Probe<'q, Q, DB> {
         /// Wraps the query.
-        pub fn new(query: &'q Q) -> Self {
+        pub fn new(query: &'q Q, site: &'static Site) -> Self {
             Self {
                 query,
+                site,
                 backend: PhantomData,
             }
         }
@@ -492,7 +512,10 @@ pub mod shapes {
                     .is_safe_to_cache_prepared(&DB::default())
                     .unwrap_or(false)
             {
-                NOTED.set(Some(ShapeKey::new(query, TypeId::of::<DB>())));
+                NOTED.set(Some(Noted {
+                    key: ShapeKey::new(query, TypeId::of::<DB>()),
+                    site: self.site,
+                }));
             }
         }
     }
@@ -513,36 +536,111 @@ pub mod shapes {
     }
 
     /// The note for the statement starting now, if any.
-    pub(crate) fn take() -> Option<ShapeKey> {
+    pub(crate) fn take() -> Option<Noted> {
         NOTED.take()
     }
 
     /// Every shape seen by the process. Read once per statement in a scope,
     /// so hashed with foldhash: its keys are type ids, not client input.
-    pub(crate) fn known() -> &'static RwLock<foldhash::HashMap<ShapeKey, Arc<Shape>>> {
-        static KNOWN: OnceLock<RwLock<foldhash::HashMap<ShapeKey, Arc<Shape>>>> = OnceLock::new();
+    /// Shapes are never freed: there is one per query type the program
+    /// contains, and a `&'static` one costs a scope no reference count.
+    pub(crate) fn known() -> &'static RwLock<foldhash::HashMap<ShapeKey, &'static Shape>> {
+        static KNOWN: OnceLock<RwLock<foldhash::HashMap<ShapeKey, &'static Shape>>> =
+            OnceLock::new();
         KNOWN.get_or_init(Default::default)
     }
 
+    /// The shape of the noted statement `query`: its call site's, else the
+    /// process-wide map's.
+    pub(crate) fn shape_of(noted: Noted, query: &dyn std::fmt::Display) -> &'static Shape {
+        if let Some(&(key, shape)) = noted.site.0.get()
+            && key == noted.key
+        {
+            return shape;
+        }
+        let shape = known_shape(noted.key, query);
+        // The first query type sent from a site keeps it.
+        let _ = noted.site.0.set((noted.key, shape));
+        shape
+    }
+
     /// The shape for `key`, rendered from `query` the first time.
-    pub(crate) fn shape_of(key: ShapeKey, query: &dyn std::fmt::Display) -> Arc<Shape> {
-        let read = known().read().map(|map| map.get(&key).cloned());
-        if let Ok(Some(shape)) = read {
+    fn known_shape(key: ShapeKey, query: &dyn std::fmt::Display) -> &'static Shape {
+        // Nothing panics while holding the lock, so poisoning cannot leave
+        // the map half-written.
+        let known_shape = known()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        if let Some(shape) = known_shape {
             return shape;
         }
         let text = query.to_string();
         let sql = text.split(" -- binds:").next().unwrap_or_default().trim();
         let keyword = crate::instrumentation::leading_keyword(&sql);
-        let shape = Arc::new(Shape {
+        let shape = Shape {
             select: keyword == "SELECT",
             control: crate::instrumentation::is_transaction_control(&keyword),
             sql: sql.into(),
-        });
-        if let Ok(mut map) = known().write() {
-            map.entry(key).or_insert_with(|| shape.clone());
-        }
-        shape
+        };
+        // Another thread may have rendered it meanwhile: the first one stays,
+        // so every statement of a type meets the same shape.
+        known()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert_with(|| Box::leak(Box::new(shape)))
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A call site inside a generic function sends several query types:
+        /// each gets its own shape, though the site keeps only the first.
+        #[test]
+        fn a_site_keeps_its_first_type_and_the_others_use_the_map() {
+            static SITE: Site = Site::new();
+            struct First;
+            struct Second;
+            let noted = |query| Noted {
+                key: ShapeKey::new(query, TypeId::of::<diesel::sqlite::Sqlite>()),
+                site: &SITE,
+            };
+            let first = noted(TypeId::of::<First>());
+            let second = noted(TypeId::of::<Second>());
+            let first_shape = shape_of(first, &"SELECT first FROM t -- binds: []");
+            let second_shape = shape_of(second, &"SELECT second FROM t");
+            assert_eq!(&*first_shape.sql, "SELECT first FROM t");
+            assert_eq!(&*second_shape.sql, "SELECT second FROM t");
+            assert!(first_shape.select && !first_shape.control);
+            // Known now: neither is rendered again, each is its own.
+            assert!(std::ptr::eq(shape_of(first, &"not rendered"), first_shape));
+            assert!(std::ptr::eq(
+                shape_of(second, &"not rendered"),
+                second_shape
+            ));
+        }
+    }
+}
+
+/// Runs `f` with the scope in `slot` current on this thread, and puts it
+/// back in `slot` afterwards, also when `f` panics. The scope is moved in
+/// and out, not cloned: [`QueryScope::run_async`] does this on every poll.
+fn lend<T>(slot: &mut Option<QueryScope>, f: impl FnOnce() -> T) -> T {
+    struct Return<'s> {
+        slot: &'s mut Option<QueryScope>,
+        previous: Option<QueryScope>,
+    }
+    impl Drop for Return<'_> {
+        fn drop(&mut self) {
+            *self.slot = THREAD_SCOPE.replace(self.previous.take());
+        }
+    }
+    let previous = THREAD_SCOPE.replace(slot.take());
+    let _return = Return { slot, previous };
+    f()
 }
 
 /// Runs `f` with a thread-local flag set, restoring its previous value
@@ -707,5 +805,76 @@ mod tests {
             .expect("the third load crossed the threshold");
         assert_eq!((repeated.count, &*repeated.statement), (3, &*shape.sql));
         assert_eq!(scope.statements(), 3);
+    }
+}
+
+#[cfg(test)]
+mod lending_tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::QueryScope;
+
+    fn current_name() -> Option<String> {
+        QueryScope::current().map(|s| s.name().to_owned())
+    }
+
+    /// A future that is pending once, so it is polled twice.
+    async fn yield_once() {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// An async scope is current during every poll of its future, and only
+    /// then: between polls the thread is back to what it was.
+    #[test]
+    fn an_async_scope_is_current_in_each_poll_and_only_then() {
+        let outer = QueryScope::named("outer");
+        let inner = QueryScope::named("inner");
+        let future = outer.run(|| {
+            inner.run_async(async {
+                let first = current_name();
+                yield_once().await;
+                (first, current_name())
+            })
+        });
+        let mut future = pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(current_name(), None, "lent only while polled");
+        let seen = outer.run(|| match future.as_mut().poll(&mut cx) {
+            Poll::Ready(seen) => {
+                assert_eq!(current_name().as_deref(), Some("outer"));
+                seen
+            }
+            Poll::Pending => panic!("ready on the second poll"),
+        });
+        let inner_name = Some("inner".to_owned());
+        assert_eq!(seen, (inner_name.clone(), inner_name));
+        assert_eq!(current_name(), None);
+    }
+
+    /// A panic inside a scope puts the previous scope back.
+    #[test]
+    fn a_panic_restores_the_previous_scope() {
+        let outer = QueryScope::named("outer");
+        let inner = QueryScope::named("inner");
+        outer.run(|| {
+            let unwound =
+                std::panic::catch_unwind(|| inner.run(|| panic!("inside the inner scope")));
+            assert!(unwound.is_err());
+            assert_eq!(current_name().as_deref(), Some("outer"));
+        });
+        assert_eq!(current_name(), None);
     }
 }
