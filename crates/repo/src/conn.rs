@@ -110,7 +110,7 @@ macro_rules! run {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __async_statement {
-    (@send $c:expr, $method:ident, $query:expr) => {
+    ($c:expr, execute($query:expr)) => {
         match $query {
             query => {
                 {
@@ -122,22 +122,23 @@ macro_rules! __async_statement {
                     ))
                         .note();
                 }
-                let statement = $crate::__private::diesel_async::RunQueryDsl::$method(query, $c);
+                let statement = $crate::__private::diesel_async::RunQueryDsl::execute(query, $c);
                 $crate::scope::shapes::forget();
                 statement.await
             }
         }
     };
-    ($c:expr, execute($query:expr)) => {
-        $crate::__async_statement!(@send $c, execute, $query)
-    };
-    ($c:expr, $method:ident($query:expr)) => {
-        $crate::__async_statement!(
-            @send $c,
-            $method,
-            $crate::asynchronous::SqlOnce($crate::__private::diesel::query_builder::AsQuery::as_query($query))
-        )
-    };
+    ($c:expr, $method:ident($query:expr)) => {{
+        static SITE: $crate::scope::shapes::Site = $crate::scope::shapes::Site::new();
+        let query = $crate::asynchronous::SqlOnce::new(
+            $crate::__private::diesel::query_builder::AsQuery::as_query($query),
+            &SITE,
+        );
+        query.note();
+        let statement = $crate::__private::diesel_async::RunQueryDsl::$method(query, $c);
+        $crate::scope::shapes::forget();
+        statement.await
+    }};
 }
 
 /// Without the `async` feature the async arm cannot occur.
@@ -174,11 +175,11 @@ impl<'c> Pipeline<'c> {
     ) -> std::pin::Pin<Box<dyn Future<Output = QueryResult<Vec<U>>> + Send + 'q>>
     where
         Q: diesel::query_builder::AsQuery + Send + 'q,
-        Q::Query: Send,
-        crate::asynchronous::SqlOnce<Q::Query>: diesel_async::methods::LoadQuery<'q, &'q AsyncPgConnection, U>
-            + diesel::query_builder::QueryFragment<diesel::pg::Pg>
+        Q::Query: diesel::query_builder::QueryFragment<diesel::pg::Pg>
             + diesel::query_builder::QueryId
-            + 'q,
+            + Send,
+        crate::asynchronous::SqlOnce<Q::Query>:
+            diesel_async::methods::LoadQuery<'q, &'q AsyncPgConnection, U> + 'q,
         U: Send + 'q,
         'c: 'q,
     {

@@ -72,14 +72,9 @@ impl Instrumentation for StatementCounter {
             InstrumentationEvent::StartQuery { query, .. } => {
                 self.started.fetch_add(1, Ordering::AcqRel);
                 if self.log != StatementLog::Off {
-                    let text = query.to_string();
                     let text = match self.log {
-                        StatementLog::SqlAndBinds => text,
-                        _ => text
-                            .split(" -- binds:")
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
+                        StatementLog::SqlAndBinds => query.to_string(),
+                        _ => sql_text(query),
                     };
                     self.running.push_back((text, std::time::Instant::now()));
                 }
@@ -95,7 +90,7 @@ impl Instrumentation for StatementCounter {
                             scope.record_noted(shape);
                         }
                     } else {
-                        let text = query.to_string();
+                        let text = sql_text(query);
                         let keyword = leading_keyword(&text);
                         if !is_transaction_control(&keyword) {
                             scope.record_statement(&keyword, text);
@@ -122,6 +117,40 @@ impl Instrumentation for StatementCounter {
             }
             _ => {}
         }
+    }
+}
+
+/// What diesel's `debug_query` writes between a statement's SQL and its
+/// bind values.
+const BINDS_MARKER: &str = " -- binds: ";
+
+/// The statement's SQL without its bind values. diesel's `debug_query`
+/// writes the SQL, then [`BINDS_MARKER`], then every bind: formatting stops
+/// at the marker, so a statement with 10,000 binds (an `IN` list, a bulk
+/// insert) costs no more than its SQL.
+pub(crate) fn sql_text(query: &dyn fmt::Display) -> String {
+    struct UntilBinds(String);
+    impl fmt::Write for UntilBinds {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            match s.find(BINDS_MARKER) {
+                Some(end) => {
+                    self.0.push_str(&s[..end]);
+                    Err(fmt::Error) // the SQL is complete: stop formatting
+                }
+                None => {
+                    self.0.push_str(s);
+                    Ok(())
+                }
+            }
+        }
+    }
+    let mut text = UntilBinds(String::new());
+    let _ = write!(text, "{query}");
+    let sql = text.0.trim();
+    if sql.len() == text.0.len() {
+        text.0
+    } else {
+        sql.to_owned()
     }
 }
 
@@ -156,6 +185,40 @@ pub(crate) fn is_transaction_control(keyword: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_text_leaves_out_the_binds_without_formatting_them() {
+        use diesel::prelude::*;
+        use keel_schema::users;
+
+        let ids: Vec<i32> = (1..=3).collect();
+        let query = users::table
+            .filter(users::id.eq_any(ids))
+            .select(users::email);
+        let debug = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&query);
+        let full = debug.to_string();
+        assert!(full.contains("-- binds: [1, 2, 3]"), "{full}");
+        let sql = sql_text(&debug);
+        assert!(sql.starts_with("SELECT `users`.`email`"), "{sql}");
+        assert_eq!(sql, full.split(" -- binds:").next().unwrap_or_default());
+
+        /// A statement whose binds would never finish formatting: only the
+        /// SQL is read, whether the marker comes alone (a rendered SQL
+        /// string, as diesel's) or after the SQL in one piece.
+        struct Endless(Option<String>);
+        impl fmt::Display for Endless {
+            // The literal is joined to the marker in one piece: the case tested.
+            #[allow(clippy::write_literal)]
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match &self.0 {
+                    Some(sql) => write!(f, "{sql} -- binds: {}", Endless(self.0.clone())),
+                    None => write!(f, "{} -- binds: {}", "SELECT 1", Endless(None)),
+                }
+            }
+        }
+        assert_eq!(sql_text(&Endless(Some("SELECT 2 ".into()))), "SELECT 2");
+        assert_eq!(sql_text(&Endless(None)), "SELECT 1");
+    }
 
     #[test]
     fn leading_keyword_reads_the_first_word_only() {

@@ -236,8 +236,9 @@ impl QueryScope {
         self.state.statements.load(Ordering::Relaxed)
     }
 
-    /// The statements run so far, in order (the first 200): those sent with
-    /// [`run!`](crate::run) as their SQL, others with their bind values.
+    /// The statements run so far, in order (the first 200), as their SQL
+    /// without bind values (which may hold secrets, and whose formatting
+    /// would cost a statement with thousands of them more than it).
     pub fn statement_log(&self) -> Vec<String> {
         self.lock().log.iter().map(|s| s.to_string()).collect()
     }
@@ -312,13 +313,13 @@ impl QueryScope {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records one statement (called by the connection hook) from its
-    /// rendered text.
+    /// Records one statement (called by the connection hook) from its SQL,
+    /// without bind values.
     pub(crate) fn record_statement(&self, keyword: &str, text: String) {
         self.state.statements.fetch_add(1, Ordering::Relaxed);
         let mut record = self.lock();
         if keyword == "SELECT" && !Self::intended_here() {
-            let shape = text.split(" -- binds:").next().unwrap_or_default().trim();
+            let shape = text.as_str();
             // A shape is copied once, when first seen, not per statement.
             let shapes = record.select_shapes.get_or_insert_default();
             let count = match shapes.get_mut(shape) {
@@ -459,18 +460,50 @@ pub mod shapes {
         static NOTED: Cell<Option<Noted>> = const { Cell::new(None) };
     }
 
-    /// One `run!` call site's shape, kept next to it so that a statement in
-    /// a scope finds its shape without the process-wide map's lock and hash.
-    /// A call site inside a generic function can send several query types;
-    /// the first one it sends stays here and the others use the map.
-    pub struct Site(OnceLock<(ShapeKey, &'static Shape)>);
+    /// What one `run!` call site remembers of the statement it sends, kept
+    /// next to it so that the next statement from there finds it without a
+    /// process-wide map's lock and hash: its shape (for a scope) and, on
+    /// tokio-postgres, its SQL ([`crate::asynchronous::SqlOnce`]). A call
+    /// site inside a generic function can send several query types; the
+    /// first one it sends stays here and the others use the maps.
+    pub struct Site {
+        shape: OnceLock<(ShapeKey, &'static Shape)>,
+        sql: OnceLock<(TypeId, &'static str)>,
+    }
 
     impl Site {
         /// An empty site, for a `static`.
         #[allow(clippy::new_without_default)]
         pub const fn new() -> Self {
-            Self(OnceLock::new())
+            Self {
+                shape: OnceLock::new(),
+                sql: OnceLock::new(),
+            }
         }
+
+        /// The SQL kept here for the statement type `query`.
+        #[cfg_attr(not(feature = "async"), allow(dead_code))]
+        pub(crate) fn sql(&self, query: TypeId) -> Option<&'static str> {
+            self.sql
+                .get()
+                .filter(|(kept, _)| *kept == query)
+                .map(|&(_, sql)| sql)
+        }
+
+        /// Keeps `sql` for `query`, unless the site holds another type's.
+        #[cfg_attr(not(feature = "async"), allow(dead_code))]
+        pub(crate) fn keep_sql(&self, query: TypeId, sql: &'static str) {
+            let _ = self.sql.set((query, sql));
+        }
+    }
+
+    /// Notes a statement of type `query` about to be sent on `DB` from
+    /// `site`, for the hook.
+    pub(crate) fn note<DB: 'static>(query: TypeId, site: &'static Site) {
+        NOTED.set(Some(Noted {
+            key: ShapeKey::new(query, TypeId::of::<DB>()),
+            site,
+        }));
     }
 
     /// A query about to be sent on backend `DB`, from call site `site`.
@@ -512,10 +545,7 @@ pub mod shapes {
                     .is_safe_to_cache_prepared(&DB::default())
                     .unwrap_or(false)
             {
-                NOTED.set(Some(Noted {
-                    key: ShapeKey::new(query, TypeId::of::<DB>()),
-                    site: self.site,
-                }));
+                note::<DB>(query, self.site);
             }
         }
     }
@@ -553,14 +583,14 @@ pub mod shapes {
     /// The shape of the noted statement `query`: its call site's, else the
     /// process-wide map's.
     pub(crate) fn shape_of(noted: Noted, query: &dyn std::fmt::Display) -> &'static Shape {
-        if let Some(&(key, shape)) = noted.site.0.get()
+        if let Some(&(key, shape)) = noted.site.shape.get()
             && key == noted.key
         {
             return shape;
         }
         let shape = known_shape(noted.key, query);
         // The first query type sent from a site keeps it.
-        let _ = noted.site.0.set((noted.key, shape));
+        let _ = noted.site.shape.set((noted.key, shape));
         shape
     }
 
@@ -576,8 +606,7 @@ pub mod shapes {
         if let Some(shape) = known_shape {
             return shape;
         }
-        let text = query.to_string();
-        let sql = text.split(" -- binds:").next().unwrap_or_default().trim();
+        let sql = crate::instrumentation::sql_text(query);
         let keyword = crate::instrumentation::leading_keyword(&sql);
         let shape = Shape {
             select: keyword == "SELECT",

@@ -10,18 +10,54 @@
 //! cache as a prepared statement (its SQL is fixed by its type). Every other
 //! statement renders as before. Binds are still collected per call.
 //!
+//! Whether a statement is safe to cache is found by walking its AST, and
+//! three parties ask: the N+1 guard's note, diesel-async, and `to_sql`.
+//! [`SqlOnce::new`] walks once and answers all three.
+//!
 //! [`run!`]: crate::run
 
 use std::any::TypeId;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use diesel::pg::{Pg, PgQueryBuilder};
 use diesel::query_builder::{AstPass, Query, QueryBuilder as _, QueryFragment, QueryId};
 use diesel::result::QueryResult;
 
-/// A statement whose SQL is rendered once per process (see the module).
+use crate::scope::shapes::{self, Site};
+
+/// A statement whose SQL is rendered once per process (see the module),
+/// sent from the `run!` call site `site`.
 #[doc(hidden)]
-pub struct SqlOnce<Q>(pub Q);
+pub struct SqlOnce<Q> {
+    query: Q,
+    site: &'static Site,
+    /// Its static identity, when its SQL is fixed by its type.
+    cached_as: Option<TypeId>,
+}
+
+impl<Q: QueryFragment<Pg> + QueryId> SqlOnce<Q> {
+    /// Wraps `query`, finding out once whether its SQL may be reused.
+    pub fn new(query: Q, site: &'static Site) -> Self {
+        let cached_as = Q::query_id().filter(|_| {
+            // A statement that cannot say renders every time, as diesel's
+            // cache would treat it.
+            query.is_safe_to_cache_prepared(&Pg).unwrap_or(false)
+        });
+        Self {
+            query,
+            site,
+            cached_as,
+        }
+    }
+
+    /// Tells the N+1 guard this statement's identity (see
+    /// [`crate::scope::shapes`]), when it has one.
+    pub fn note(&self) {
+        if let Some(query) = self.cached_as {
+            shapes::note::<Pg>(query, self.site);
+        }
+    }
+}
 
 impl<Q: QueryId> QueryId for SqlOnce<Q> {
     // The same identity, so diesel-async's statement cache sees no wrapper.
@@ -35,39 +71,64 @@ impl<Q: Query> Query for SqlOnce<Q> {
 
 impl<Q: QueryFragment<Pg> + QueryId> QueryFragment<Pg> for SqlOnce<Q> {
     fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.0.walk_ast(pass)
+        self.query.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &Pg) -> QueryResult<bool> {
+        // Answered by `new`'s walk: a `Q` without a static identity may
+        // still be safe to cache, and is asked again.
+        match self.cached_as {
+            Some(_) => Ok(true),
+            None => self.query.is_safe_to_cache_prepared(&Pg),
+        }
     }
 
     fn to_sql(&self, out: &mut PgQueryBuilder, backend: &Pg) -> QueryResult<()> {
-        let Some(id) = Q::query_id() else {
-            return self.0.to_sql(out, backend);
+        let Some(id) = self.cached_as else {
+            return self.query.to_sql(out, backend);
         };
-        if !self.0.is_safe_to_cache_prepared(backend)? {
-            return self.0.to_sql(out, backend);
-        }
-        let known = rendered().read().ok().and_then(|map| map.get(&id).cloned());
-        let sql = match known {
+        let sql = match self.site.sql(id) {
             Some(sql) => sql,
             None => {
-                let mut builder = PgQueryBuilder::default();
-                self.0.to_sql(&mut builder, backend)?;
-                let sql: Arc<str> = builder.finish().into();
-                if let Ok(mut map) = rendered().write() {
-                    map.entry(id).or_insert_with(|| sql.clone());
-                }
+                let sql = rendered_sql(id, &self.query)?;
+                self.site.keep_sql(id, sql);
                 sql
             }
         };
-        out.push_sql(&sql);
+        out.push_sql(sql);
         Ok(())
     }
 }
 
-/// SQL by statement type, for this process. Read once per statement, so
-/// hashed with foldhash (its keys are type ids, not client input), as the
-/// N+1 guard's shape map is.
-fn rendered() -> &'static RwLock<foldhash::HashMap<TypeId, Arc<str>>> {
-    static RENDERED: OnceLock<RwLock<foldhash::HashMap<TypeId, Arc<str>>>> = OnceLock::new();
+/// The SQL of the statement type `id`, rendered from `query` the first time
+/// this process sends one. Kept for the life of the process: there is one
+/// per statement type the program contains.
+fn rendered_sql(id: TypeId, query: &impl QueryFragment<Pg>) -> QueryResult<&'static str> {
+    // Nothing panics while holding the lock, so poisoning cannot leave the
+    // map half-written.
+    let known = rendered()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+        .copied();
+    if let Some(sql) = known {
+        return Ok(sql);
+    }
+    let mut builder = PgQueryBuilder::default();
+    query.to_sql(&mut builder, &Pg)?;
+    let sql = builder.finish();
+    Ok(rendered()
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(id)
+        .or_insert_with(|| sql.leak()))
+}
+
+/// SQL by statement type, for this process: what a call site's own memory
+/// ([`Site`]) does not hold. Hashed with foldhash (its keys are type ids,
+/// not client input), as the N+1 guard's shape map is.
+fn rendered() -> &'static RwLock<foldhash::HashMap<TypeId, &'static str>> {
+    static RENDERED: OnceLock<RwLock<foldhash::HashMap<TypeId, &'static str>>> = OnceLock::new();
     RENDERED.get_or_init(Default::default)
 }
 
@@ -77,6 +138,8 @@ mod tests {
     use keel_schema::users;
 
     use super::*;
+
+    static SITE: Site = Site::new();
 
     fn sql_of(query: &impl QueryFragment<Pg>) -> String {
         let mut builder = PgQueryBuilder::default();
@@ -88,11 +151,32 @@ mod tests {
     fn a_static_statement_renders_as_diesel_renders_it_every_time() {
         let query = users::table.filter(users::id.eq(7)).select(users::email);
         let expected = sql_of(&query);
-        assert_eq!(sql_of(&SqlOnce(query)), expected);
+        assert_eq!(sql_of(&SqlOnce::new(query, &SITE)), expected);
         // The second time comes from the map, and must say the same.
         let again = users::table.filter(users::id.eq(8)).select(users::email);
-        assert_eq!(sql_of(&SqlOnce(again)), expected);
+        assert_eq!(sql_of(&SqlOnce::new(again, &SITE)), expected);
         assert!(expected.contains("$1"), "{expected}");
+    }
+
+    /// diesel-async keys its statement cache on the wrapper's answer, which
+    /// `new` found out once: it must be the query's own.
+    #[test]
+    fn the_wrapper_answers_safe_to_cache_as_its_query_does() {
+        let fixed = users::table.filter(users::id.eq(7)).select(users::email);
+        // Raw SQL is never cached: its text is not known from its type.
+        let literal = users::table.select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"));
+        let boxed = users::table.select(users::id).into_boxed::<Pg>();
+        fn safe(query: &impl QueryFragment<Pg>) -> Option<bool> {
+            query.is_safe_to_cache_prepared(&Pg).ok()
+        }
+        let expected = [safe(&fixed), safe(&literal), safe(&boxed)];
+        let wrapped = [
+            safe(&SqlOnce::new(fixed, &SITE)),
+            safe(&SqlOnce::new(literal, &SITE)),
+            safe(&SqlOnce::new(boxed, &SITE)),
+        ];
+        assert_eq!(wrapped, expected);
+        assert_eq!(expected[..2], [Some(true), Some(false)]);
     }
 
     #[test]
@@ -105,11 +189,11 @@ mod tests {
             .filter(users::id.eq(1))
             .into_boxed::<Pg>();
         assert_eq!(
-            sql_of(&SqlOnce(all)),
+            sql_of(&SqlOnce::new(all, &SITE)),
             "SELECT \"users\".\"id\" FROM \"users\""
         );
         assert_eq!(
-            sql_of(&SqlOnce(one)),
+            sql_of(&SqlOnce::new(one, &SITE)),
             "SELECT \"users\".\"id\" FROM \"users\" WHERE (\"users\".\"id\" = $1)"
         );
     }
