@@ -283,7 +283,7 @@ struct Observed<S> {
 impl<S> tower::Service<Request> for Observed<S>
 where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send,
 {
     type Response = Response;
     type Error = Infallible;
@@ -294,66 +294,13 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        // The service made ready serves this request; a clone takes its
+        // place for the next (tower's rule for a service moved into a future).
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
         let state = self.state.clone();
-        let seen = Seen::new(&request, state.strict);
-        let answer = match (declared_oversize(&request), client_lsn(&request)) {
-            (Some(refused), _) => Answer::Refused(refused),
-            (None, Err(refused)) => Answer::Refused(*refused),
-            (None, Ok(lsn)) => {
-                if let Some(lsn) = lsn {
-                    seen.scope.observe_lsn(lsn);
-                }
-                // The service made ready serves the request here, so the
-                // future needs no clone of it (a boxed route's clone is an
-                // allocation). Its future runs in the scope, below.
-                Answer::Handled(seen.scope.run(|| self.inner.call(request)))
-            }
-        };
-        Box::pin(async move { Ok(observe(state, seen, answer).await) })
+        Box::pin(async move { Ok(observe(state, request, ready).await) })
     }
-}
-
-/// What `observe` needs of a request once the request itself has gone to
-/// the handler.
-struct Seen {
-    method: axum::http::Method,
-    route: Option<MatchedPath>,
-    started: Instant,
-    /// The request's scope, named after its method and path.
-    scope: QueryScope,
-}
-
-impl Seen {
-    fn new(request: &Request, strict: bool) -> Self {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path();
-        let mut name = String::with_capacity(method.as_str().len() + 1 + path.len());
-        name.push_str(method.as_str());
-        name.push(' ');
-        name.push_str(path);
-        Self {
-            route: request.extensions().get::<MatchedPath>().cloned(),
-            scope: QueryScope::named(name).strict(strict),
-            method,
-            started,
-        }
-    }
-
-    /// The request's path, read from the scope's name (the log line needs
-    /// it after the request is handed on, without a copy of the URI).
-    fn path(&self) -> &str {
-        self.scope
-            .name()
-            .get(self.method.as_str().len() + 1..)
-            .unwrap_or_default()
-    }
-}
-
-/// How a request is answered: by the handler, or refused before it.
-enum Answer<F> {
-    Handled(F),
-    Refused(Response),
 }
 
 /// What a client sees when a handler panics (the panic itself is logged by
@@ -393,21 +340,44 @@ fn declared_oversize(request: &Request) -> Option<Response> {
     Some(response)
 }
 
-/// Runs the request's handler in its own statement scope (or takes the
-/// refusal [`Observed`] made), then logs one line, counts it in the metrics
-/// and sets `X-Query-Count`. One layer does all of it: each layer costs every
+/// Runs the request in its own statement scope (or refuses a declared
+/// oversize body at once), then logs one line, counts it in the metrics and
+/// sets `X-Query-Count`. One layer does all of it: each layer costs every
 /// request a boxed future and a clone of the service below.
-async fn observe<F>(state: AppState, seen: Seen, answer: Answer<F>) -> Response
+async fn observe<S>(state: AppState, request: Request, mut service: S) -> Response
 where
-    F: Future<Output = Result<Response, Infallible>>,
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
 {
-    let (method, scope, path) = (&seen.method, &seen.scope, seen.path());
-    let answered = match answer {
-        Answer::Refused(refused) => Ok(refused),
-        Answer::Handled(handled) => scope
-            .run_async(tokio::time::timeout(state.request_timeout, handled))
-            .await
-            .map(|answered| answered.unwrap_or_else(|never| match never {})),
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let started = Instant::now();
+    let path = request.uri().path();
+    let mut name = String::with_capacity(method.as_str().len() + 1 + path.len());
+    name.push_str(method.as_str());
+    name.push(' ');
+    name.push_str(path);
+    let scope = QueryScope::named(name).strict(state.strict);
+    // The scope's name holds the path: the log line reads it there after
+    // the request is handed on, without a copy of the URI.
+    let path = scope
+        .name()
+        .get(method.as_str().len() + 1..)
+        .unwrap_or_default();
+    let answered = match (declared_oversize(&request), client_lsn(&request)) {
+        (Some(refused), _) => Ok(refused),
+        (None, Err(refused)) => Ok(*refused),
+        (None, Ok(lsn)) => {
+            if let Some(lsn) = lsn {
+                scope.observe_lsn(lsn);
+            }
+            scope
+                .run_async(tokio::time::timeout(
+                    state.request_timeout,
+                    service.call(request),
+                ))
+                .await
+                .map(|answered| answered.unwrap_or_else(|never| match never {}))
+        }
     };
     let mut response = answered.unwrap_or_else(|_| {
         // Dropping the handler rolls back its open transaction, if any.
@@ -429,7 +399,7 @@ where
             "request ran more statements than its budget"
         );
     }
-    let elapsed = seen.started.elapsed();
+    let elapsed = started.elapsed();
     response
         .headers_mut()
         .insert(QUERY_COUNT_HEADER, query_count(statements));
@@ -440,8 +410,8 @@ where
     }
     let status = response.status();
     state.metrics.observe(
-        method,
-        seen.route.as_ref().map(MatchedPath::as_str),
+        &method,
+        route.as_ref().map(MatchedPath::as_str),
         status,
         elapsed.as_secs_f64(),
     );
