@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::OnceLock;
 
 use diesel::QueryResult;
 use diesel::expression::{AppearsOnTable, Expression, ValidGrouping};
@@ -30,8 +31,12 @@ pub fn distinct_ids<T>(rows: &[T], key: impl Fn(&T) -> Option<i32>) -> Option<Ve
     (!ids.is_empty()).then_some(ids)
 }
 
+/// The maps these helpers return. Hashed with foldhash: their keys are ids
+/// read from the database, and an eager load hashes one per row.
+pub type KeyMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// `rows` by their id, for each child to find its one parent in.
-pub fn by_id<T>(rows: Vec<T>, id: impl Fn(&T) -> i32) -> HashMap<i32, T> {
+pub fn by_id<T>(rows: Vec<T>, id: impl Fn(&T) -> i32) -> KeyMap<i32, T> {
     rows.into_iter().map(|row| (id(&row), row)).collect()
 }
 
@@ -44,11 +49,11 @@ pub fn group_by_key<C, P, K>(
     parents: &[P],
     child_key: impl Fn(&C) -> K,
     parent_key: impl Fn(&P) -> K,
-) -> HashMap<K, Vec<C>>
+) -> KeyMap<K, Vec<C>>
 where
     K: Eq + Hash,
 {
-    let mut groups: HashMap<K, Vec<C>> = parents
+    let mut groups: KeyMap<K, Vec<C>> = parents
         .iter()
         .map(|p| (parent_key(p), Vec::new()))
         .collect();
@@ -71,28 +76,36 @@ where
 pub struct InIdList<Column> {
     column: Column,
     ids: Vec<i32>,
-    json: String,
+    /// The ids as a JSON array, written when SQLite first needs it: on
+    /// PostgreSQL formatting every id would be wasted work.
+    json: OnceLock<String>,
 }
 
 impl<Column> InIdList<Column> {
     /// `column` among `ids`.
     pub fn new(column: Column, ids: &[i32]) -> Self {
-        use std::fmt::Write as _;
-        let mut json = String::with_capacity(ids.len() * 7 + 2);
-        json.push('[');
-        for (i, id) in ids.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            // Writing to a String cannot fail.
-            let _ = write!(json, "{id}");
-        }
-        json.push(']');
         Self {
             column,
             ids: ids.to_vec(),
-            json,
+            json: OnceLock::new(),
         }
+    }
+
+    fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            use std::fmt::Write as _;
+            let mut json = String::with_capacity(self.ids.len() * 7 + 2);
+            json.push('[');
+            for (i, id) in self.ids.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(json, "{id}");
+            }
+            json.push(']');
+            json
+        })
     }
 }
 
@@ -128,7 +141,7 @@ impl<Column: QueryFragment<Sqlite>> QueryFragment<Sqlite> for InIdList<Column> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         self.column.walk_ast(out.reborrow())?;
         out.push_sql(" IN (SELECT value FROM json_each(");
-        out.push_bind_param::<Text, _>(&self.json)?;
+        out.push_bind_param::<Text, _>(self.json())?;
         out.push_sql("))");
         Ok(())
     }
