@@ -101,6 +101,7 @@ mod error;
 pub mod executor;
 pub mod explain;
 mod instrumentation;
+mod interned;
 pub mod loading;
 pub mod maintenance;
 pub mod page;

@@ -420,10 +420,12 @@ pub mod shapes {
     use std::any::TypeId;
     use std::cell::Cell;
     use std::marker::PhantomData;
-    use std::sync::{OnceLock, PoisonError, RwLock};
+    use std::sync::OnceLock;
 
     use diesel::backend::Backend;
     use diesel::query_builder::{QueryFragment, QueryId};
+
+    use crate::interned::Interned;
 
     /// A statement's static identity.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -570,15 +572,8 @@ pub mod shapes {
         NOTED.take()
     }
 
-    /// Every shape seen by the process. Read once per statement in a scope,
-    /// so hashed with foldhash: its keys are type ids, not client input.
-    /// Shapes are never freed: there is one per query type the program
-    /// contains, and a `&'static` one costs a scope no reference count.
-    pub(crate) fn known() -> &'static RwLock<foldhash::HashMap<ShapeKey, &'static Shape>> {
-        static KNOWN: OnceLock<RwLock<foldhash::HashMap<ShapeKey, &'static Shape>>> =
-            OnceLock::new();
-        KNOWN.get_or_init(Default::default)
-    }
+    /// Every shape seen by the process.
+    pub(crate) static KNOWN: Interned<ShapeKey, Shape> = Interned::new();
 
     /// The shape of the noted statement `query`: its call site's, else the
     /// process-wide map's.
@@ -596,30 +591,16 @@ pub mod shapes {
 
     /// The shape for `key`, rendered from `query` the first time.
     fn known_shape(key: ShapeKey, query: &dyn std::fmt::Display) -> &'static Shape {
-        // Nothing panics while holding the lock, so poisoning cannot leave
-        // the map half-written.
-        let known_shape = known()
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .copied();
-        if let Some(shape) = known_shape {
-            return shape;
-        }
-        let sql = crate::instrumentation::sql_text(query);
-        let keyword = crate::instrumentation::leading_keyword(&sql);
-        let shape = Shape {
-            select: keyword == "SELECT",
-            control: crate::instrumentation::is_transaction_control(&keyword),
-            sql: sql.into(),
-        };
-        // Another thread may have rendered it meanwhile: the first one stays,
-        // so every statement of a type meets the same shape.
-        known()
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_insert_with(|| Box::leak(Box::new(shape)))
+        let Ok(shape) = KNOWN.get_or_make(key, || {
+            let sql = crate::instrumentation::sql_text(query);
+            let keyword = crate::instrumentation::leading_keyword(&sql);
+            Ok::<_, std::convert::Infallible>(Box::new(Shape {
+                select: keyword == "SELECT",
+                control: crate::instrumentation::is_transaction_control(&keyword),
+                sql: sql.into(),
+            }))
+        });
+        shape
     }
 
     #[cfg(test)]
@@ -794,7 +775,7 @@ mod tests {
     use diesel::sqlite::Sqlite;
     use keel_schema::users;
 
-    use super::shapes::{ShapeKey, known};
+    use super::shapes::{KNOWN, ShapeKey};
     use super::*;
     use crate::sync::Database;
 
@@ -826,7 +807,7 @@ mod tests {
             .expect("three loads")
             .concat();
         assert!(found.is_empty());
-        let shape = known().read().expect("shapes").get(&key).cloned();
+        let shape = KNOWN.get(key);
         let shape = shape.expect("the shape was noted by type");
         assert!(shape.select && shape.sql.contains("full_name"), "{shape:?}");
         let repeated = scope

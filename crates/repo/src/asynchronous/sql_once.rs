@@ -17,12 +17,12 @@
 //! [`run!`]: crate::run
 
 use std::any::TypeId;
-use std::sync::{OnceLock, PoisonError, RwLock};
 
 use diesel::pg::{Pg, PgQueryBuilder};
 use diesel::query_builder::{AstPass, Query, QueryBuilder as _, QueryFragment, QueryId};
 use diesel::result::QueryResult;
 
+use crate::interned::Interned;
 use crate::scope::shapes::{self, Site};
 
 /// A statement whose SQL is rendered once per process (see the module),
@@ -101,35 +101,16 @@ impl<Q: QueryFragment<Pg> + QueryId> QueryFragment<Pg> for SqlOnce<Q> {
 }
 
 /// The SQL of the statement type `id`, rendered from `query` the first time
-/// this process sends one. Kept for the life of the process: there is one
-/// per statement type the program contains.
+/// this process sends one.
 fn rendered_sql(id: TypeId, query: &impl QueryFragment<Pg>) -> QueryResult<&'static str> {
-    // Nothing panics while holding the lock, so poisoning cannot leave the
-    // map half-written.
-    let known = rendered()
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&id)
-        .copied();
-    if let Some(sql) = known {
-        return Ok(sql);
-    }
-    let mut builder = PgQueryBuilder::default();
-    query.to_sql(&mut builder, &Pg)?;
-    let sql = builder.finish();
-    Ok(rendered()
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(id)
-        .or_insert_with(|| sql.leak()))
-}
-
-/// SQL by statement type, for this process: what a call site's own memory
-/// ([`Site`]) does not hold. Hashed with foldhash (its keys are type ids,
-/// not client input), as the N+1 guard's shape map is.
-fn rendered() -> &'static RwLock<foldhash::HashMap<TypeId, &'static str>> {
-    static RENDERED: OnceLock<RwLock<foldhash::HashMap<TypeId, &'static str>>> = OnceLock::new();
-    RENDERED.get_or_init(Default::default)
+    /// SQL by statement type: what a call site's own memory ([`Site`]) does
+    /// not hold.
+    static RENDERED: Interned<TypeId, str> = Interned::new();
+    RENDERED.get_or_make(id, || {
+        let mut builder = PgQueryBuilder::default();
+        query.to_sql(&mut builder, &Pg)?;
+        Ok(builder.finish().into_boxed_str())
+    })
 }
 
 #[cfg(test)]
