@@ -199,11 +199,42 @@ fn comments_newest_first<DB: Backend>(filtered: comments_filtered, limit: i64) -
         .select(select)
 }
 
-/// Runs a [`CommentsQuery`]: 1 statement.
+/// All of a post's comments, oldest first: a [`CommentsQuery`] with no
+/// refinement, the common case (an N+1 loop, a post page).
+#[dsl::auto_type]
+fn all_comments_oldest_first<DB: Backend>(post_id: i32) -> _ {
+    let select: AsSelect<Comment, DB> = Comment::as_select();
+    comments::table
+        .filter(comments::post_id.eq(post_id))
+        .order(comments::id.asc())
+        .select(select)
+}
+
+/// All of a post's comments, newest first.
+#[dsl::auto_type]
+fn all_comments_newest_first<DB: Backend>(post_id: i32) -> _ {
+    let select: AsSelect<Comment, DB> = Comment::as_select();
+    comments::table
+        .filter(comments::post_id.eq(post_id))
+        .order(comments::id.desc())
+        .select(select)
+}
+
+/// Runs a [`CommentsQuery`]: 1 statement. Without refinements it is the
+/// plain statement (one bind, no limit): PostgreSQL runs the refined one's
+/// extra bounds and `LIMIT` on every call, which cost the N+1 step (B3)
+/// measurably against a hand-written `WHERE post_id = $1`.
 pub(crate) async fn comments_matching(
     conn: &mut Conn<'_>,
     query: &CommentsQuery,
 ) -> diesel::QueryResult<Vec<Comment>> {
+    if query.author_id.is_none() && query.after.is_none() && query.limit.is_none() {
+        return if query.newest_first {
+            run!(conn, load(all_comments_newest_first(query.post_id)))
+        } else {
+            run!(conn, load(all_comments_oldest_first(query.post_id)))
+        };
+    }
     let authors = query.author_id.map_or((i32::MIN, i32::MAX), |a| (a, a));
     let after = query.after.unwrap_or(i32::MIN);
     let limit = query.limit.unwrap_or(i64::MAX);
