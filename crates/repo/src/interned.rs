@@ -55,3 +55,39 @@ impl<K: Eq + Hash + Copy, V: ?Sized> Interned<K, V> {
             .or_insert_with(|| Box::leak(made)))
     }
 }
+
+/// One value of an [`Interned`] table kept where it is used (a `static` at
+/// a `run!` call site), so that the next use finds it without the table's
+/// lock and hash. It keeps the first key it is asked for; other keys (a
+/// call site in a generic function sends several query types) go to the
+/// table.
+pub(crate) struct Remembered<K, V: ?Sized + 'static> {
+    kept: OnceLock<(K, &'static V)>,
+}
+
+impl<K: Eq + Hash + Copy, V: ?Sized> Remembered<K, V> {
+    /// Nothing kept yet, for a `static`.
+    pub(crate) const fn new() -> Self {
+        Self {
+            kept: OnceLock::new(),
+        }
+    }
+
+    /// The value for `key`: the one kept here, else `table`'s (made by
+    /// `make` the first time), which is then kept here if nothing is.
+    pub(crate) fn get_or_make<E>(
+        &self,
+        key: K,
+        table: &Interned<K, V>,
+        make: impl FnOnce() -> Result<Box<V>, E>,
+    ) -> Result<&'static V, E> {
+        if let Some(&(kept, value)) = self.kept.get()
+            && kept == key
+        {
+            return Ok(value);
+        }
+        let value = table.get_or_make(key, make)?;
+        let _ = self.kept.set((key, value));
+        Ok(value)
+    }
+}

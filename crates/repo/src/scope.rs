@@ -417,15 +417,13 @@ impl QueryScope {
 /// identity (dynamic SQL, boxed queries) are rendered per statement.
 #[doc(hidden)]
 pub mod shapes {
+    use diesel::backend::Backend;
+    use diesel::query_builder::{QueryFragment, QueryId};
     use std::any::TypeId;
     use std::cell::Cell;
     use std::marker::PhantomData;
-    use std::sync::OnceLock;
 
-    use diesel::backend::Backend;
-    use diesel::query_builder::{QueryFragment, QueryId};
-
-    use crate::interned::Interned;
+    use crate::interned::{Interned, Remembered};
 
     /// A statement's static identity.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -469,8 +467,10 @@ pub mod shapes {
     /// site inside a generic function can send several query types; the
     /// first one it sends stays here and the others use the maps.
     pub struct Site {
-        shape: OnceLock<(ShapeKey, &'static Shape)>,
-        sql: OnceLock<(TypeId, &'static str)>,
+        shape: Remembered<ShapeKey, Shape>,
+        /// Used by [`crate::asynchronous::SqlOnce`].
+        #[cfg_attr(not(feature = "async"), allow(dead_code))]
+        pub(crate) sql: Remembered<TypeId, str>,
     }
 
     impl Site {
@@ -478,24 +478,9 @@ pub mod shapes {
         #[allow(clippy::new_without_default)]
         pub const fn new() -> Self {
             Self {
-                shape: OnceLock::new(),
-                sql: OnceLock::new(),
+                shape: Remembered::new(),
+                sql: Remembered::new(),
             }
-        }
-
-        /// The SQL kept here for the statement type `query`.
-        #[cfg_attr(not(feature = "async"), allow(dead_code))]
-        pub(crate) fn sql(&self, query: TypeId) -> Option<&'static str> {
-            self.sql
-                .get()
-                .filter(|(kept, _)| *kept == query)
-                .map(|&(_, sql)| sql)
-        }
-
-        /// Keeps `sql` for `query`, unless the site holds another type's.
-        #[cfg_attr(not(feature = "async"), allow(dead_code))]
-        pub(crate) fn keep_sql(&self, query: TypeId, sql: &'static str) {
-            let _ = self.sql.set((query, sql));
         }
     }
 
@@ -578,20 +563,7 @@ pub mod shapes {
     /// The shape of the noted statement `query`: its call site's, else the
     /// process-wide map's.
     pub(crate) fn shape_of(noted: Noted, query: &dyn std::fmt::Display) -> &'static Shape {
-        if let Some(&(key, shape)) = noted.site.shape.get()
-            && key == noted.key
-        {
-            return shape;
-        }
-        let shape = known_shape(noted.key, query);
-        // The first query type sent from a site keeps it.
-        let _ = noted.site.shape.set((noted.key, shape));
-        shape
-    }
-
-    /// The shape for `key`, rendered from `query` the first time.
-    fn known_shape(key: ShapeKey, query: &dyn std::fmt::Display) -> &'static Shape {
-        let Ok(shape) = KNOWN.get_or_make(key, || {
+        let Ok(shape) = noted.site.shape.get_or_make(noted.key, &KNOWN, || {
             let sql = crate::instrumentation::sql_text(query);
             let keyword = crate::instrumentation::leading_keyword(&sql);
             Ok::<_, std::convert::Infallible>(Box::new(Shape {

@@ -87,31 +87,19 @@ impl<Q: QueryFragment<Pg> + QueryId> QueryFragment<Pg> for SqlOnce<Q> {
         let Some(id) = self.cached_as else {
             return self.query.to_sql(out, backend);
         };
-        let sql = match self.site.sql(id) {
-            Some(sql) => sql,
-            None => {
-                let sql = rendered_sql(id, &self.query)?;
-                self.site.keep_sql(id, sql);
-                sql
-            }
-        };
+        let sql = self.site.sql.get_or_make(id, &RENDERED, || {
+            let mut builder = PgQueryBuilder::default();
+            self.query.to_sql(&mut builder, backend)?;
+            QueryResult::Ok(builder.finish().into_boxed_str())
+        })?;
         out.push_sql(sql);
         Ok(())
     }
 }
 
-/// The SQL of the statement type `id`, rendered from `query` the first time
-/// this process sends one.
-fn rendered_sql(id: TypeId, query: &impl QueryFragment<Pg>) -> QueryResult<&'static str> {
-    /// SQL by statement type: what a call site's own memory ([`Site`]) does
-    /// not hold.
-    static RENDERED: Interned<TypeId, str> = Interned::new();
-    RENDERED.get_or_make(id, || {
-        let mut builder = PgQueryBuilder::default();
-        query.to_sql(&mut builder, &Pg)?;
-        Ok(builder.finish().into_boxed_str())
-    })
-}
+/// SQL by statement type, for this process: what a call site's own memory
+/// ([`Site`]) does not hold.
+static RENDERED: Interned<TypeId, str> = Interned::new();
 
 #[cfg(test)]
 mod tests {
