@@ -14,6 +14,8 @@
 //!
 //! A terminal keeps the default, colored format: a person reads it, and
 //! speed does not matter there.
+//!
+//! Lines reach stderr through [`stderr_writer`], off the request threads.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -25,6 +27,25 @@ use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields, MakeWriter};
 use tracing_subscriber::layer::Layer;
 use tracing_subscriber::registry::LookupSpan;
+
+/// A writer to stderr for the `fmt` layer that does not write on the
+/// caller's thread: each line is queued, and a thread of its own writes the
+/// queue through a buffer, so a burst of lines costs one write to stderr,
+/// not one each. `keel serve` logs a line per request; written in place,
+/// each line was a system call on a request thread, and a slow reader of
+/// stderr (a pipe, a terminal) held the request threads. No line is
+/// dropped: when the queue is full a caller waits, as it did before. The
+/// guard writes what is queued when dropped: keep it until the end of
+/// `main`.
+pub fn stderr_writer() -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("keel-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()))
+}
 
 /// The format of a log line without colors, as the default format writes
 /// it with its target hidden: timestamp (UTC, microseconds), level, the

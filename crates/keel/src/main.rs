@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     let cli = Cli::parse();
-    init_logging();
+    let log_writer = init_logging();
     let result =
         match &cli.command {
             Command::Migrate(command) => migrate::run(cli.database_url.as_deref(), command),
@@ -83,6 +83,8 @@ fn main() -> ExitCode {
                 .and_then(|config| explain::run(&config, args))
                 .and_then(healthy),
         };
+    // The log lines still queued are written before the last word.
+    drop(log_writer);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<Unhealthy>() => ExitCode::FAILURE,
@@ -120,15 +122,19 @@ fn database_config(
     Ok(config)
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default: info).
-fn init_logging() {
+/// Logs go to stderr; `RUST_LOG` filters them (default: info). They are
+/// written by a thread of their own ([`keel::logging::stderr_writer`]);
+/// the returned guard writes what is still queued when dropped.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = keel::logging::stderr_writer();
     tracing_subscriber::registry()
         .with(filter)
-        .with(keel::logging::layer(std::io::stderr, ansi))
+        .with(keel::logging::layer(writer, ansi))
         .init();
+    guard
 }
 
 /// Drivers (libpq above all) write multi-line messages; a command line

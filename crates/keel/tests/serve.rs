@@ -755,6 +755,44 @@ mod slow_clients {
         stream
     }
 
+    /// Log lines are written by a thread of their own (through a queue):
+    /// none is lost when the server stops right after answering, and they
+    /// keep their order.
+    #[test]
+    fn every_request_is_logged_before_the_server_exits() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let mut server = Server::start(fixture.database_url().as_connection_str());
+        for _ in 0..200 {
+            let response = get(&server, "/users/1");
+            assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+        }
+        let (status, _) = terminate(&mut server, Duration::from_secs(8));
+        assert!(status.success(), "exit status {status}");
+        assert!(
+            server.logged_within(|l| l.contains("closing the database pool")),
+            "{:?}",
+            server.log()
+        );
+        let log = server.log();
+        let requests: Vec<usize> = log
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| {
+                l.contains(" request ") && l.contains("path=/users/1") && l.contains("status=404")
+            })
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(requests.len(), 200, "{log:?}");
+        let closing = log
+            .iter()
+            .position(|l| l.contains("closing the database pool"))
+            .unwrap_or(0);
+        assert!(
+            requests.iter().all(|&at| at < closing),
+            "a request line after the last line: {log:?}"
+        );
+    }
+
     /// 1,000 half-sent requests (heads without their end, bodies stopping
     /// short): a normal client is still answered within 1 s, and SIGTERM
     /// exits 0 within the grace period, cutting the stalled requests.
