@@ -33,8 +33,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// How long and how many: the limits that keep slow or numerous clients
-/// from holding the server.
-#[derive(Debug, Clone, Copy)]
+/// from holding the server. [`Default`] is `keel serve`'s defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConnectionLimits {
     /// A client must send a whole request head within this time.
     pub(crate) header_read_timeout: Duration,
@@ -45,6 +45,17 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_connections: usize,
     /// How long shutdown waits for in-flight requests before cutting them.
     pub(crate) grace_period: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            grace_period: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How the server stopped.

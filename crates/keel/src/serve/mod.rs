@@ -232,13 +232,7 @@ pub async fn serve_router(
     router: Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let limits = ConnectionLimits {
-        header_read_timeout: Duration::from_secs(5),
-        body_read_timeout: Duration::from_secs(5),
-        max_connections: 1024,
-        grace_period: Duration::from_secs(10),
-    };
-    connections::serve_connections(listener, router, limits, shutdown).await;
+    connections::serve_connections(listener, router, ConnectionLimits::default(), shutdown).await;
 }
 
 /// The routes with the per-request middleware.
@@ -617,21 +611,7 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["keel"]).expect("defaults parse");
         assert_eq!(cli.serve.api_options(), ApiOptions::default());
-        let limits = cli.serve.limits();
-        assert_eq!(
-            (
-                limits.header_read_timeout,
-                limits.body_read_timeout,
-                limits.max_connections,
-                limits.grace_period
-            ),
-            (
-                Duration::from_secs(5),
-                Duration::from_secs(5),
-                1024,
-                Duration::from_secs(10)
-            )
-        );
+        assert_eq!(cli.serve.limits(), ConnectionLimits::default());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
