@@ -36,16 +36,25 @@ use tracing_subscriber::registry::LookupSpan;
 /// stderr (a pipe, a terminal) held the request threads. No line is
 /// dropped: when the queue is full a caller waits, as it did before. The
 /// guard writes what is queued when dropped: keep it until the end of
-/// `main`.
+/// `main`. It waits at most about a second for that (tracing-appender's
+/// bound), so the queue is kept short enough to be written in far less:
+/// [`QUEUED_LINES`].
 pub fn stderr_writer() -> (
     tracing_appender::non_blocking::NonBlocking,
     tracing_appender::non_blocking::WorkerGuard,
 ) {
     tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
         .thread_name("keel-log")
         .finish(std::io::BufWriter::new(std::io::stderr()))
 }
+
+/// Lines [`stderr_writer`] queues before a caller waits: about 1 MiB of
+/// request lines, a few milliseconds of writing into a pipe or a file.
+/// (tracing-appender's default, 128,000 lines, could take longer to write
+/// out at exit than its guard waits.)
+pub const QUEUED_LINES: usize = 8_192;
 
 /// The format of a log line without colors, as the default format writes
 /// it with its target hidden: timestamp (UTC, microseconds), level, the
