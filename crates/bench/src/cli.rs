@@ -92,6 +92,12 @@ pub struct Args {
     /// work per request (see BENCHMARKS.md, "HTTP, fourth pass").
     #[arg(long, value_enum)]
     pub http_profile: Option<HttpSideChoice>,
+    /// Whether keel's access log (its line per request) is on during the
+    /// HTTP steps, as `keel serve` has it by default; `false` filters it
+    /// off as `RUST_LOG=info,keel::serve::access=off` does, to measure what
+    /// the line costs.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub http_access_log: bool,
     /// Where the JSON, Markdown and SVG reports are written.
     #[arg(long, default_value = "target/bench")]
     pub out_dir: PathBuf,
@@ -208,6 +214,15 @@ mod tests {
         assert_eq!(args.rounds(Step::B3), 3);
         assert_eq!(args.http_steps, [HttpStep::H1, HttpStep::H2]);
         assert_eq!(args.http_profile, None);
+        assert!(args.http_access_log);
+    }
+
+    #[test]
+    fn the_access_log_can_be_filtered_off() {
+        let off =
+            Args::try_parse_from(["keel-bench", "--http-access-log", "false"]).expect("parses");
+        assert!(!off.http_access_log);
+        assert!(Args::try_parse_from(["keel-bench", "--http-access-log", "maybe"]).is_err());
     }
 
     #[test]

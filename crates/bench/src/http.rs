@@ -129,9 +129,11 @@ pub struct HttpLoad {
 static LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Installs the process's log subscriber: info and above, formatted as
-/// `keel serve` formats them, written nowhere, while [`LOGGING`] is on.
-pub fn install_log_sink() {
-    use tracing_subscriber::filter::{LevelFilter, filter_fn};
+/// `keel serve` formats them, written nowhere, while [`LOGGING`] is on;
+/// without keel's access log unless `access_log`, filtered off by target as
+/// `keel serve`'s `RUST_LOG` directive would.
+pub fn install_log_sink(access_log: bool) {
+    use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     // The level hint also tells `log` (tokio-postgres logs through it) to
@@ -141,7 +143,12 @@ pub fn install_log_sink() {
         LOGGING.load(std::sync::atomic::Ordering::Relaxed) && LevelFilter::INFO >= *meta.level()
     })
     .with_max_level_hint(LevelFilter::INFO);
-    let layer = keel::logging::layer(std::io::sink, false).with_filter(filter);
+    // Decided once per call site, as an `EnvFilter` directive is.
+    let mut targets = Targets::new().with_default(LevelFilter::TRACE);
+    if !access_log {
+        targets = targets.with_target(keel::serve::ACCESS_LOG_TARGET, LevelFilter::OFF);
+    }
+    let layer = keel::logging::layer(std::io::sink, false).with_filter(filter.and(targets));
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 

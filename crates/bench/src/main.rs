@@ -110,7 +110,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         failures: Vec::new(),
         postgres_version: None,
     };
-    http::install_log_sink();
+    http::install_log_sink(args.http_access_log);
     for backend in args.backends() {
         bench.run_backend(backend)?;
     }

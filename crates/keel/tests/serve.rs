@@ -26,6 +26,11 @@ impl Server {
 
     /// `keel serve` with extra options (timeouts, limits).
     fn start_with(database_url: &str, options: &[&str]) -> Self {
+        Self::start_logging(database_url, options, "info")
+    }
+
+    /// `keel serve` with extra options and `RUST_LOG=rust_log`.
+    fn start_logging(database_url: &str, options: &[&str], rust_log: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(options)
@@ -33,7 +38,7 @@ impl Server {
             // With replicas: a read waits long enough for the standby to
             // replay the write, also on a loaded CI machine.
             .env("KEEL_REPLICA_WAIT_MS", "100")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -790,6 +795,41 @@ mod slow_clients {
         assert!(
             requests.iter().all(|&at| at < closing),
             "a request line after the last line: {log:?}"
+        );
+    }
+
+    /// The access log has a target of its own: filtered off, no request
+    /// has its line, and every other line stays, a request's warning
+    /// included.
+    #[test]
+    fn the_access_log_can_be_turned_off_alone() {
+        let fixture = keel_tests::SqliteTestDatabase::create();
+        let mut server = Server::start_logging(
+            fixture.database_url().as_connection_str(),
+            &["--statement-budget", "0"],
+            "info,keel::serve::access=off",
+        );
+        for _ in 0..20 {
+            let response = get(&server, "/users/1");
+            assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+        }
+        let (status, _) = terminate(&mut server, Duration::from_secs(8));
+        assert!(status.success(), "exit status {status}");
+        assert!(
+            server.logged_within(|l| l.contains("closing the database pool")),
+            "{:?}",
+            server.log()
+        );
+        let log = server.log();
+        let budget_warnings = log
+            .iter()
+            .filter(|l| l.contains("WARN") && l.contains("more statements than its budget"))
+            .count();
+        assert_eq!(budget_warnings, 20, "{log:?}");
+        assert!(
+            !log.iter()
+                .any(|l| l.contains(" request ") && l.contains("status=")),
+            "an access log line: {log:?}"
         );
     }
 

@@ -414,6 +414,7 @@ where
     // was a visible share of the line's cost, which every request pays.
     let micros = elapsed.as_micros();
     tracing::info!(
+        target: ACCESS_LOG_TARGET,
         %method,
         %path,
         status,
@@ -423,6 +424,14 @@ where
     );
     response
 }
+
+/// The target of the line [`observe`] logs per request (the access log):
+/// `RUST_LOG=info,keel::serve::access=off` turns those lines off and keeps
+/// every other line, warnings about requests included. Off, a request does
+/// not pay for its line at all (the filter is decided once per call site);
+/// on, the line is the largest per-request cost of the features `keel
+/// serve` adds (BENCHMARKS.md, "HTTP, eighth session").
+pub const ACCESS_LOG_TARGET: &str = "keel::serve::access";
 
 /// The header that carries a write's commit LSN: keel sets it on a response
 /// to a request that wrote (on a pool with replicas), and a client that
