@@ -2,7 +2,6 @@
 //! with the status that fits, and extractors whose rejections use that
 //! shape too, so bad input never becomes a 500 or a bare text body.
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -66,7 +65,7 @@ impl IntoResponse for ApiError {
                 field: self.field.as_deref(),
             },
         };
-        (self.status, Json(body)).into_response()
+        (self.status, super::json::Json(body)).into_response()
     }
 }
 
@@ -128,8 +127,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(Json(value)) => Self::from_value(value),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Self::from_value(value),
             Err(rejection) => Err(match rejection {
                 JsonRejection::JsonDataError(e) => Self::data_error(&e.body_text()),
                 JsonRejection::JsonSyntaxError(e) => {

@@ -2,7 +2,7 @@
 //! how each read replica stands (a replica out of rotation is not a failure:
 //! its reads go to the primary).
 
-use axum::Json;
+use super::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use keel_migrations::{MigrationState, Migrator};

@@ -16,6 +16,7 @@
 mod connections;
 mod error;
 mod health;
+mod json;
 mod metrics;
 mod routes;
 

@@ -4,11 +4,11 @@
 use keel_repo::prelude::{CommentsExt as _, PostsExt as _, TagsExt as _, UsersExt as _};
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use keel_models::{NewComment, NewPost, NewUser, UserChangeset};
 use keel_repo::asynchronous::{AsyncDatabase, AsyncTransaction};
 use keel_repo::tables::comments::MAX_THREAD_DEPTH;
@@ -16,6 +16,7 @@ use keel_repo::{RepoError, RetryPolicy};
 use serde::Deserialize;
 
 use super::error::{ApiError, JsonBody, PathParam, QueryParams, reject_nulls};
+use super::json::Json;
 use super::metrics::Metrics;
 
 /// What every handler shares.
