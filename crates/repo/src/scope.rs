@@ -22,8 +22,10 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 
 use smallvec::SmallVec;
 
@@ -221,9 +223,8 @@ impl QueryScope {
     }
 
     /// [`QueryScope::outside`] for a future: each of its polls runs outside.
-    pub(crate) async fn outside_in<F: Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        std::future::poll_fn(|cx| Self::outside(|| f.as_mut().poll(cx))).await
+    pub(crate) fn outside_in<F: Future>(f: F) -> EachPoll<F, Outside> {
+        EachPoll::new(f, Outside)
     }
 
     /// The scope's name.
@@ -263,10 +264,8 @@ impl QueryScope {
     /// whichever thread polls it, during each poll. In async mode the scope
     /// follows the task across awaits and worker threads; in sync mode
     /// (operations are `async fn`s there too) it works the same.
-    pub async fn run_async<F: Future>(&self, f: F) -> F::Output {
-        let mut slot = Some(self.clone());
-        let mut f = std::pin::pin!(f);
-        std::future::poll_fn(|cx| lend(&mut slot, || f.as_mut().poll(cx))).await
+    pub fn run_async<F: Future>(&self, f: F) -> impl Future<Output = F::Output> + use<F> {
+        EachPoll::new(f, Lent(Some(self.clone())))
     }
 
     /// The scope current here.
@@ -290,15 +289,14 @@ impl QueryScope {
 
     /// [`QueryScope::repeats_intended`] for a future, in either mode: the
     /// mark holds during each poll of `f` (where keel's statements run).
-    pub async fn repeats_intended_in<F: Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        std::future::poll_fn(|cx| Self::repeats_intended(|| f.as_mut().poll(cx))).await
+    pub fn repeats_intended_in<F: Future>(f: F) -> impl Future<Output = F::Output> {
+        EachPoll::new(f, Intended)
     }
 
     /// [`QueryScope::repeats_intended`] for a future: the same as
     /// [`QueryScope::repeats_intended_in`].
-    pub async fn repeats_intended_async<F: Future>(f: F) -> F::Output {
-        Self::repeats_intended_in(f).await
+    pub fn repeats_intended_async<F: Future>(f: F) -> impl Future<Output = F::Output> {
+        Self::repeats_intended_in(f)
     }
 
     fn intended_here() -> bool {
@@ -610,6 +608,67 @@ pub mod shapes {
 /// Runs `f` with the scope in `slot` current on this thread, and puts it
 /// back in `slot` afterwards, also when `f` panics. The scope is moved in
 /// and out, not cloned: [`QueryScope::run_async`] does this on every poll.
+/// What runs around each poll of a future wrapped in [`EachPoll`].
+pub(crate) trait AroundPoll {
+    fn around<T>(&mut self, poll: impl FnOnce() -> T) -> T;
+}
+
+pin_project_lite::pin_project! {
+    /// `future`, each of its polls run inside `around`. A type of its own
+    /// rather than an `async fn` over `poll_fn`: that form holds the future
+    /// twice (the argument, then its pinned copy) and copies it on the first
+    /// poll, and what it wraps is often large (a whole request's handler).
+    pub(crate) struct EachPoll<F, A> {
+        #[pin]
+        future: F,
+        around: A,
+    }
+}
+
+impl<F, A> EachPoll<F, A> {
+    pub(crate) fn new(future: F, around: A) -> Self {
+        Self { future, around }
+    }
+}
+
+impl<F: Future, A: AroundPoll> Future for EachPoll<F, A> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let future = this.future;
+        this.around.around(|| future.poll(cx))
+    }
+}
+
+/// A scope, current during each poll ([`QueryScope::run_async`]).
+struct Lent(Option<QueryScope>);
+
+impl AroundPoll for Lent {
+    fn around<T>(&mut self, poll: impl FnOnce() -> T) -> T {
+        lend(&mut self.0, poll)
+    }
+}
+
+/// No scope during each poll ([`QueryScope::outside_in`]).
+pub(crate) struct Outside;
+
+impl AroundPoll for Outside {
+    fn around<T>(&mut self, poll: impl FnOnce() -> T) -> T {
+        QueryScope::outside(poll)
+    }
+}
+
+/// Repeats marked as intended during each poll
+/// ([`QueryScope::repeats_intended_in`]).
+struct Intended;
+
+impl AroundPoll for Intended {
+    fn around<T>(&mut self, poll: impl FnOnce() -> T) -> T {
+        QueryScope::repeats_intended(poll)
+    }
+}
+
 fn lend<T>(slot: &mut Option<QueryScope>, f: impl FnOnce() -> T) -> T {
     struct Return<'s> {
         slot: &'s mut Option<QueryScope>,

@@ -19,21 +19,29 @@
 //! thread.
 
 use std::cell::Cell;
-use std::future::poll_fn;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::pin::pin;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
+
+use crate::scope::{AroundPoll, EachPoll};
 
 thread_local! {
     /// Set once tokio has refused `block_in_place` on this thread.
     static IN_PLACE_REFUSED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Awaits `operation`, each poll of it inside [`blocking`].
-pub(crate) async fn in_place<F: Future>(operation: F) -> F::Output {
-    let mut operation = pin!(operation);
-    poll_fn(|cx| blocking(|| operation.as_mut().poll(cx))).await
+/// `operation`, each poll of it inside [`blocking`].
+pub(crate) fn in_place<F: Future>(operation: F) -> EachPoll<F, InPlace> {
+    EachPoll::new(operation, InPlace)
+}
+
+/// [`blocking`] around each poll ([`in_place`]).
+pub(crate) struct InPlace;
+
+impl AroundPoll for InPlace {
+    fn around<T>(&mut self, poll: impl FnOnce() -> T) -> T {
+        blocking(poll)
+    }
 }
 
 /// Runs `call`, which blocks, on this thread: inside `block_in_place` where
