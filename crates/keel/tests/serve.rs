@@ -760,6 +760,23 @@ mod slow_clients {
         stream
     }
 
+    /// The whole log of a server asked `requests` times for a user that
+    /// does not exist (each a 404), then stopped with SIGTERM.
+    fn log_of_missing_users(server: &mut Server, requests: usize) -> Vec<String> {
+        for _ in 0..requests {
+            let response = get(server, "/users/1");
+            assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+        }
+        let (status, _) = terminate(server, Duration::from_secs(8));
+        assert!(status.success(), "exit status {status}");
+        assert!(
+            server.logged_within(|l| l.contains("closing the database pool")),
+            "{:?}",
+            server.log()
+        );
+        server.log()
+    }
+
     /// Log lines are written by a thread of their own (through a queue):
     /// none is lost when the server stops right after answering, and they
     /// keep their order.
@@ -767,18 +784,7 @@ mod slow_clients {
     fn every_request_is_logged_before_the_server_exits() {
         let fixture = keel_tests::SqliteTestDatabase::create();
         let mut server = Server::start(fixture.database_url().as_connection_str());
-        for _ in 0..200 {
-            let response = get(&server, "/users/1");
-            assert!(response.starts_with("HTTP/1.1 404"), "{response}");
-        }
-        let (status, _) = terminate(&mut server, Duration::from_secs(8));
-        assert!(status.success(), "exit status {status}");
-        assert!(
-            server.logged_within(|l| l.contains("closing the database pool")),
-            "{:?}",
-            server.log()
-        );
-        let log = server.log();
+        let log = log_of_missing_users(&mut server, 200);
         let requests: Vec<usize> = log
             .iter()
             .enumerate()
@@ -809,18 +815,7 @@ mod slow_clients {
             &["--statement-budget", "0"],
             "info,keel::serve::access=off",
         );
-        for _ in 0..20 {
-            let response = get(&server, "/users/1");
-            assert!(response.starts_with("HTTP/1.1 404"), "{response}");
-        }
-        let (status, _) = terminate(&mut server, Duration::from_secs(8));
-        assert!(status.success(), "exit status {status}");
-        assert!(
-            server.logged_within(|l| l.contains("closing the database pool")),
-            "{:?}",
-            server.log()
-        );
-        let log = server.log();
+        let log = log_of_missing_users(&mut server, 20);
         let budget_warnings = log
             .iter()
             .filter(|l| l.contains("WARN") && l.contains("more statements than its budget"))
