@@ -605,9 +605,6 @@ pub mod shapes {
     }
 }
 
-/// Runs `f` with the scope in `slot` current on this thread, and puts it
-/// back in `slot` afterwards, also when `f` panics. The scope is moved in
-/// and out, not cloned: [`QueryScope::run_async`] does this on every poll.
 /// What runs around each poll of a future wrapped in [`EachPoll`].
 pub(crate) trait AroundPoll {
     fn around<T>(&mut self, poll: impl FnOnce() -> T) -> T;
@@ -669,6 +666,9 @@ impl AroundPoll for Intended {
     }
 }
 
+/// Runs `f` with the scope in `slot` current on this thread, and puts it
+/// back in `slot` afterwards, also when `f` panics. The scope is moved in
+/// and out, not cloned: [`QueryScope::run_async`] does this on every poll.
 fn lend<T>(slot: &mut Option<QueryScope>, f: impl FnOnce() -> T) -> T {
     struct Return<'s> {
         slot: &'s mut Option<QueryScope>,
