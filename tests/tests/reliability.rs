@@ -97,9 +97,13 @@ impl Rendezvous {
     }
 }
 
-/// Backend pids serving `url`'s database, other than the asker's own.
+/// Backend pids serving `url`'s database, other than the askers'. Each
+/// asker names itself: the backend of the previous one can still be in
+/// `pg_stat_activity` for a moment after it disconnected, and must not be
+/// taken for one of the pool's connections.
 #[cfg(not(feature = "bb8"))]
 fn backend_pids(url: &str) -> HashSet<i32> {
+    use diesel::connection::SimpleConnection as _;
     use diesel::sql_types::Integer;
     use diesel::{QueryableByName, sql_query};
 
@@ -109,9 +113,12 @@ fn backend_pids(url: &str) -> HashSet<i32> {
         pid: i32,
     }
     let mut conn = PgConnection::establish(url).expect("connect to read pg_stat_activity");
+    conn.batch_execute("SET application_name = 'keel-test-backend-pids'")
+        .expect("name the asker");
     sql_query(
         "SELECT pid FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND application_name <> 'keel-test-backend-pids'",
     )
     .load::<Pid>(&mut conn)
     .expect("read pg_stat_activity")
