@@ -3,6 +3,7 @@
 
 use diesel::backend::Backend;
 use diesel::dsl::{self, AsSelect};
+use diesel::pg::Pg;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{HasSqlType, Integer};
@@ -44,24 +45,31 @@ pub fn comments_of_posts<'a, DB: Backend>(post_ids: &'a [i32]) -> _ {
 /// The comments on one author's posts, by id: the last level of one user's
 /// eager load, selected by the author rather than by the posts' ids, so
 /// that it can be sent together with the levels above it on tokio-postgres
-/// (see [`Pipeline`](crate::Pipeline)). Not for SQLite: there the
-/// equality on a bound value makes SQLite, which plans with its ANALYZE
-/// samples, prepare the statement again on every call; and bound as a list
-/// instead, PostgreSQL's generic plan for it scans the comments.
+/// (see [`Pipeline`](crate::Pipeline)). PostgreSQL only: the posts' ids are
+/// gathered into an array first (`post_id = ANY(ARRAY(SELECT ...))`), one
+/// index scan of the comments for all of them. Written as `IN (SELECT ...)`,
+/// PostgreSQL plans a nested loop that scans the comments' index once per
+/// post, and spent about a third more CPU on it (BENCHMARKS.md, "HTTP, ninth
+/// session"). Not for SQLite: there the equality on a bound value makes
+/// SQLite, which plans with its ANALYZE samples, prepare the statement again
+/// on every call.
 #[dsl::auto_type]
-pub fn comments_on_posts_of_author<DB: Backend>(author_id: i32) -> _ {
-    let select: AsSelect<Comment, DB> = Comment::as_select();
-    let posts_of_author: dsl::Select<
-        dsl::Filter<posts::table, dsl::Eq<posts::author_id, i32>>,
-        posts::id,
-    > = posts::table
-        .filter(posts::author_id.eq(author_id))
-        .select(posts::id);
+pub fn comments_on_posts_of_author(author_id: i32) -> _ {
+    let select: AsSelect<Comment, Pg> = Comment::as_select();
+    let post_ids: dsl::array<Integer, PostIdsOfAuthor> = dsl::array(
+        posts::table
+            .filter(posts::author_id.eq(author_id))
+            .select(posts::id),
+    );
     comments::table
-        .filter(comments::post_id.eq_any(posts_of_author))
+        .filter(comments::post_id.eq_any(post_ids))
         .order(comments::id.asc())
         .select(select)
 }
+
+/// The ids of one author's posts, as a subquery.
+type PostIdsOfAuthor =
+    dsl::Select<dsl::Filter<posts::table, dsl::Eq<posts::author_id, i32>>, posts::id>;
 
 /// A keyset page of a post's comments: ids above `after`, ascending.
 #[dsl::auto_type]

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::comments::{comments_of_posts, comments_on_posts_of_author};
 use super::posts::{
-    PostWithComments, PostWithCommentsAndTags, load_comments_and_tags, posts_of_authors,
-    posts_with_comments,
+    PostWithComments, PostWithCommentsAndTags, load_comments_and_tags, posts_by_author,
+    posts_of_authors, posts_with_comments,
 };
 use super::tags::{PostWithTags, posts_with_tags};
 use crate::executor::{call, read};
@@ -172,8 +172,8 @@ async fn user_with_posts_and_comments(
     };
     let (mut users, posts, comments): (Vec<User>, Vec<Post>, Vec<Comment>) = try_join3(
         pipeline.load(user_by_id::<Pg>(id)),
-        pipeline.load(posts_of_authors::<Pg>(&[id])),
-        pipeline.load(comments_on_posts_of_author::<Pg>(id)),
+        pipeline.load(posts_by_author::<Pg>(id)),
+        pipeline.load(comments_on_posts_of_author(id)),
     )
     .await?;
     let Some(user) = users.pop() else {
