@@ -178,6 +178,21 @@ repo_tests! {
             run!(db.users().get_with_posts_and_comments(4242)),
             Err(RepoError::NotFound { entity: "user", .. })
         ));
+
+        // The user and their posts: the same rows, sent together on
+        // tokio-postgres, where a missing user's posts are asked for too.
+        let before = db.statements().count();
+        let with_posts = run!(db.users().get_with_posts(created[1].id)).expect("by id");
+        assert_eq!(db.statements().count() - before, 2, "user, posts");
+        assert_eq!((with_posts.user, with_posts.posts), (created[1].clone(), posts));
+        let alone = run!(db.users().get_with_posts(lonely.id)).expect("no posts");
+        assert_eq!((alone.user.id, alone.posts.len()), (lonely.id, 0));
+        let before = db.statements().count();
+        assert!(matches!(
+            run!(db.users().get_with_posts(4242)),
+            Err(RepoError::NotFound { entity: "user", .. })
+        ));
+        assert_eq!(db.statements().count() - before, if pipelined { 2 } else { 1 }, "pipelined: {pipelined}");
     }
 
     fn eager_loads_run_one_statement_per_level_for_1_and_1000_users(db, fixture) {

@@ -9,7 +9,7 @@ use diesel::{
     EscapeExpressionMethods as _, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
     TextExpressionMethods,
 };
-use futures_util::future::try_join3;
+use futures_util::future::{try_join, try_join3};
 use keel_models::{Comment, NewUser, Post, User, UserChangeset};
 use keel_schema::users;
 use serde::Serialize;
@@ -144,15 +144,26 @@ async fn delete_user(conn: &mut Conn<'_>, id: i32) -> diesel::QueryResult<usize>
         .await
 }
 
+/// On tokio-postgres the user and their posts are selected by the id alone
+/// and sent together: one round trip. Elsewhere the posts are asked for
+/// only when the user exists.
 async fn user_with_posts(
     conn: &mut Conn<'_>,
     id: i32,
 ) -> diesel::QueryResult<Option<UserWithPosts>> {
-    let Some(user) = run!(conn, get_result(user_by_id(id))).optional()? else {
-        return Ok(None);
+    let Some(pipeline) = conn.pipeline() else {
+        let Some(user) = run!(conn, get_result(user_by_id(id))).optional()? else {
+            return Ok(None);
+        };
+        let posts = run!(conn, load(posts_of_authors(&[user.id])))?;
+        return Ok(users_with_posts(vec![user], posts).pop());
     };
-    let posts = run!(conn, load(posts_of_authors(&[user.id])))?;
-    Ok(users_with_posts(vec![user], posts).pop())
+    let (mut users, posts): (Vec<User>, Vec<Post>) = try_join(
+        pipeline.load(user_by_id::<Pg>(id)),
+        pipeline.load(posts_by_author::<Pg>(id)),
+    )
+    .await?;
+    Ok(users.pop().map(|user| UserWithPosts { user, posts }))
 }
 
 /// On tokio-postgres the three levels are selected by the id alone and sent
