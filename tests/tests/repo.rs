@@ -234,6 +234,16 @@ repo_tests! {
         assert_eq!(db.statements().count() - before, 2);
         assert_eq!(full.author.id, 1);
         assert_eq!(full.comments.len(), 1);
+        assert_eq!(full.comments, run!(db.comments().for_post(first_post.id, None, 100)).expect("comments").items);
+        // Sent together on tokio-postgres, where a missing post's comments
+        // are asked for too.
+        let pipelined = run!(db.with_conn(async |conn| Ok(conn.pipeline().is_some()))).expect("conn");
+        let before = db.statements().count();
+        assert!(matches!(
+            run!(db.posts().post_with_author_and_comments(4242)),
+            Err(RepoError::NotFound { entity: "post", .. })
+        ));
+        assert_eq!(db.statements().count() - before, if pipelined { 2 } else { 1 }, "pipelined: {pipelined}");
         let before = db.statements().count();
         let (post, author) = run!(db.posts().get_with_author(first_post.id)).expect("joined");
         assert_eq!(db.statements().count() - before, 1, "the joined form is one statement");

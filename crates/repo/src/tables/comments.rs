@@ -210,7 +210,7 @@ fn comments_newest_first<DB: Backend>(filtered: comments_filtered, limit: i64) -
 /// All of a post's comments, oldest first: a [`CommentsQuery`] with no
 /// refinement, the common case (an N+1 loop, a post page).
 #[dsl::auto_type]
-fn all_comments_oldest_first<DB: Backend>(post_id: i32) -> _ {
+pub(crate) fn all_comments_oldest_first<DB: Backend>(post_id: i32) -> _ {
     let select: AsSelect<Comment, DB> = Comment::as_select();
     comments::table
         .filter(comments::post_id.eq(post_id))

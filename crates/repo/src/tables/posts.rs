@@ -3,12 +3,16 @@
 
 use diesel::backend::Backend;
 use diesel::dsl::{self, AsSelect};
+use diesel::pg::Pg;
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use futures_util::future::try_join;
 use keel_models::{Comment, NewPost, Post, PostChangeset, Tag, User};
 use keel_schema::{posts, users};
 use serde::Serialize;
 
-use super::comments::{CommentsQuery, comments_matching, comments_of_posts};
+use super::comments::{
+    CommentsQuery, all_comments_oldest_first, comments_matching, comments_of_posts,
+};
 use super::tags::{PostWithTags, load_tags_of_posts, posts_with_tags};
 use super::users::users_by_ids;
 use crate::executor::{call, read};
@@ -134,15 +138,30 @@ async fn delete_post(conn: &mut Conn<'_>, id: i32) -> diesel::QueryResult<usize>
         .await
 }
 
+/// On tokio-postgres the post (joined to its author) and its comments are
+/// selected by the post's id alone and sent together: one round trip.
+/// Elsewhere the comments are asked for only when the post exists.
 async fn post_with_author_and_comments(
     conn: &mut Conn<'_>,
     id: i32,
 ) -> diesel::QueryResult<Option<PostWithAuthorAndComments>> {
-    let Some((post, author)) = run!(conn, get_result(post_with_author(id))).optional()? else {
-        return Ok(None);
+    let Some(pipeline) = conn.pipeline() else {
+        let Some((post, author)) = run!(conn, get_result(post_with_author(id))).optional()? else {
+            return Ok(None);
+        };
+        let comments = run!(conn, load(comments_of_posts(&[post.id])))?;
+        return Ok(Some(PostWithAuthorAndComments {
+            post,
+            author,
+            comments,
+        }));
     };
-    let comments = run!(conn, load(comments_of_posts(&[post.id])))?;
-    Ok(Some(PostWithAuthorAndComments {
+    let (mut found, comments): (Vec<(Post, User)>, Vec<Comment>) = try_join(
+        pipeline.load(post_with_author::<Pg>(id)),
+        pipeline.load(all_comments_oldest_first::<Pg>(id)),
+    )
+    .await?;
+    Ok(found.pop().map(|(post, author)| PostWithAuthorAndComments {
         post,
         author,
         comments,
