@@ -42,6 +42,10 @@ pub fn comments_of_posts<'a, DB: Backend>(post_ids: &'a [i32]) -> _ {
         .select(select)
 }
 
+/// The ids of one author's posts, as a subquery.
+type PostIdsOfAuthor =
+    dsl::Select<dsl::Filter<posts::table, dsl::Eq<posts::author_id, i32>>, posts::id>;
+
 /// The comments on one author's posts, by id: the last level of one user's
 /// eager load, selected by the author rather than by the posts' ids, so
 /// that it can be sent together with the levels above it on tokio-postgres
@@ -49,7 +53,7 @@ pub fn comments_of_posts<'a, DB: Backend>(post_ids: &'a [i32]) -> _ {
 /// gathered into an array first (`post_id = ANY(ARRAY(SELECT ...))`), one
 /// index scan of the comments for all of them. Written as `IN (SELECT ...)`,
 /// PostgreSQL plans a nested loop that scans the comments' index once per
-/// post, and spent about a third more CPU on it (BENCHMARKS.md, "HTTP, ninth
+/// post, and spent about 30% more CPU on it (BENCHMARKS.md, "HTTP, ninth
 /// session"). Not for SQLite: there the equality on a bound value makes
 /// SQLite, which plans with its ANALYZE samples, prepare the statement again
 /// on every call.
@@ -66,10 +70,6 @@ pub fn comments_on_posts_of_author(author_id: i32) -> _ {
         .order(comments::id.asc())
         .select(select)
 }
-
-/// The ids of one author's posts, as a subquery.
-type PostIdsOfAuthor =
-    dsl::Select<dsl::Filter<posts::table, dsl::Eq<posts::author_id, i32>>, posts::id>;
 
 /// A keyset page of a post's comments: ids above `after`, ascending.
 #[dsl::auto_type]

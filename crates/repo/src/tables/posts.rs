@@ -403,7 +403,9 @@ impl<'a, E: Executor> PostRepository<'a, E> {
         })
     }
 
-    /// A post with its author (joined) and its comments: 2 statements.
+    /// A post with its author (joined) and its comments: 2 statements, sent
+    /// together on tokio-postgres (one round trip); elsewhere 2, or 1 when
+    /// there is no post.
     pub fn post_with_author_and_comments(&self, id: i32) -> Out<'a, E, PostWithAuthorAndComments> {
         let db = self.db;
         db.output(async move {

@@ -559,7 +559,9 @@ impl<'a, E: Executor> UserRepository<'a, E> {
         })
     }
 
-    /// One user with their posts: 2 statements.
+    /// One user with their posts: 2 statements, sent together on
+    /// tokio-postgres (one round trip); elsewhere 2, or 1 when there is no
+    /// user.
     pub fn get_with_posts(&self, id: i32) -> Out<'a, E, UserWithPosts> {
         let db = self.db;
         db.output(async move {
